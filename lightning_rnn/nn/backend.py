@@ -1,0 +1,87 @@
+"""Which implementation runs a recurrent layer: our Triton kernel, torch.nn's, or our cell loop.
+
+- "triton":    kernels.lstm (fused Triton steps), on CUDA, or on the CPU under TRITON_INTERPRET=1.
+- "torch":     torch.nn's own fused RNN (cuDNN on GPU, oneDNN or ATen on CPU).
+- "reference": our plain PyTorch cell loop, for what torch.nn's fused RNN cannot do
+               (CPU autocast, where oneDNN fails for bf16).
+
+A user asks for "auto" (the default), "triton" or "torch"; `resolve_backend` turns that into one
+of the three above for a given input, or raises with the reason when "triton" cannot run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Backend = Literal["auto", "triton", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "triton", "torch")
+
+logger = logging.getLogger("lightning_rnn")
+_logged_fallbacks: set[str] = set()
+
+
+def check_backend_arg(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the layer computes in: the autocast dtype if autocast is on, else x's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def triton_unavailable_reason(x: Tensor) -> str | None:
+    """Why the Triton LSTM kernel cannot run on `x`, or None if it can."""
+    device = x.device.type
+    interpret_env = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if device == "cpu" and not interpret_env:
+        return "input is on the CPU and TRITON_INTERPRET=1 is not set"
+    if device not in ("cpu", "cuda"):
+        return f"device type {device!r} is not supported by the Triton kernel"
+    try:
+        from kernels.lstm import function
+    except ImportError as err:  # no triton wheel for this platform, or a broken install
+        return f"triton could not be imported ({err})"
+    if device == "cpu" and not function.INTERPRETED:
+        return "TRITON_INTERPRET=1 was set after kernels.lstm.function was imported"
+    if device == "cuda" and function.INTERPRETED:
+        return "the kernels were imported under TRITON_INTERPRET=1 (interpreter only); unset it for the GPU"
+    dtype = compute_dtype(x)
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"dtype {dtype} is not supported by the Triton kernel (float32, float16, bfloat16 are)"
+    if device == "cpu" and dtype == torch.bfloat16:
+        return "bfloat16 is not supported in the Triton CPU interpreter (its bf16 math is wrong)"
+    return None
+
+
+def torch_backend_for(x: Tensor) -> str:
+    """torch.nn's fused RNN, except on the CPU under autocast, where our cell loop runs instead."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return "reference"
+    return "torch"
+
+
+def resolve_backend(requested: str, x: Tensor, unsupported: str | None = None) -> str:
+    """Pick "triton", "torch" or "reference" for this call.
+
+    `unsupported` is the caller's reason the Triton kernel cannot serve this configuration
+    (e.g. a PackedSequence); None if it can.
+    """
+    if requested == "torch":
+        return torch_backend_for(x)
+    reason = unsupported or triton_unavailable_reason(x)
+    if reason is None:
+        return "triton"
+    if requested == "triton":
+        raise RuntimeError(f"backend='triton' cannot run here: {reason}")
+    if reason not in _logged_fallbacks:  # once per reason, not once per call
+        _logged_fallbacks.add(reason)
+        logger.debug("lightning_rnn: falling back from Triton to PyTorch: %s", reason)
+    return torch_backend_for(x)

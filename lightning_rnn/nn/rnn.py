@@ -1,0 +1,261 @@
+"""Drop-in `LSTM`, `GRU` and `RNN`: torch.nn's modules with a `backend` argument.
+
+They subclass their torch.nn twins, so constructor arguments, parameter names and shapes
+(`weight_ih_l0`, `bias_hh_l1_reverse`, `weight_hr_l0`, ...), `forward`'s signature and return
+values, and state_dicts are the same both ways; `isinstance(m, torch.nn.LSTM)` holds. What
+changes is which implementation runs (see `lightning_rnn.nn.backend`); `last_backend` says which
+one served the latest call.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .backend import Backend, check_backend_arg, resolve_backend
+from .functional import (
+    LayerFn,
+    State,
+    gru_cell,
+    lstm_layer_loop,
+    rnn_cell,
+    single_state_layer_loop,
+    stacked_rnn,
+)
+from .validation import check_matches_parameters, check_sequence_input, check_state
+
+
+def _triton_lstm_layer(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:
+    from kernels.lstm.function import lstm_layer  # imports triton: only when it is going to run
+
+    y, h, c = lstm_layer(x, state[0], state[1], *weights)
+    return y, (h, c)
+
+
+class _DropInRNNMixin:
+    """What LSTM, GRU and RNN share: checks, backend choice, the stacked loop for non-torch paths."""
+
+    # Provided by torch.nn.RNNBase:
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    dropout: float
+    training: bool
+    weight_ih_l0: Tensor
+
+    backend: str
+    last_backend: str | None
+    _has_triton_kernel = False
+
+    def _setup_backend(self, backend: str) -> None:
+        check_backend_arg(backend)
+        if backend == "triton" and not self._has_triton_kernel:
+            raise ValueError(
+                f"backend='triton' is not available for {type(self).__name__} yet: only LSTM has a "
+                "Triton kernel; use backend='auto' or 'torch'"
+            )
+        self.backend = backend
+        self.last_backend = None
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", backend={self.backend!r}"  # type: ignore[misc]
+
+    @property
+    def _num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _state_sizes(self) -> list[tuple[str, int]]:
+        """(name, feature size) of each state tensor, e.g. [("h_0", R), ("c_0", H)] for LSTM."""
+        return [("hx", self.hidden_size)]
+
+    def _layer_weights(self) -> list[list[Tensor | None]]:
+        names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+        weights = []
+        for layer in range(self.num_layers):
+            for suffix in ["", "_reverse"][: self._num_directions]:
+                weights.append([getattr(self, f"{n}_l{layer}{suffix}", None) for n in names])
+        return weights
+
+    def _check_forward(self, input: object, states: Sequence[object] | None) -> bool:
+        owner = type(self).__name__
+        batched = check_sequence_input(owner, input, self.input_size, self.batch_first)
+        assert isinstance(input, Tensor)
+        check_matches_parameters(owner, input, self.weight_ih_l0)
+        if states is not None:
+            lead = (self.num_layers * self._num_directions,)
+            batch = (input.shape[0 if self.batch_first else 1],) if batched else ()
+            for (name, size), s in zip(self._state_sizes(), states):
+                check_state(owner, name, s, lead + batch + (size,), input)
+        return batched
+
+    def _choose_backend(self, x: Tensor) -> str:
+        requested = self.backend if self._has_triton_kernel else "torch"
+        self.last_backend = resolve_backend(requested, x)
+        return self.last_backend
+
+    def _run_stacked(self, input: Tensor, states: Sequence[Tensor] | None, batched: bool,
+                     layer_fn: LayerFn) -> tuple[Tensor, State]:
+        """Our own layer/direction loop (Triton kernel or PyTorch cell loop per layer)."""
+        x = input if batched else input.unsqueeze(1)
+        if self.batch_first and batched:
+            x = x.transpose(0, 1)
+        lead = self.num_layers * self._num_directions
+        if states is None:
+            states = tuple(x.new_zeros(lead, x.shape[1], size) for _, size in self._state_sizes())
+        elif not batched:
+            states = tuple(s.unsqueeze(1) for s in states)
+        y, final = stacked_rnn(x, tuple(states), self._layer_weights(), layer_fn, self.num_layers,
+                               self.bidirectional, float(self.dropout), self.training)
+        if torch.is_autocast_enabled(x.device.type):  # return what torch.nn returns under autocast
+            dtype = torch.get_autocast_dtype(x.device.type)
+            y, final = y.to(dtype), tuple(s.to(dtype) for s in final)
+        if self.batch_first and batched:
+            y = y.transpose(0, 1)
+        if not batched:
+            y, final = y.squeeze(1), tuple(s.squeeze(1) for s in final)
+        return y, final
+
+
+class LSTM(_DropInRNNMixin, nn.LSTM):
+    """`torch.nn.LSTM` with a Triton kernel on CUDA and an automatic PyTorch fallback.
+
+    Args are those of torch.nn.LSTM, plus `backend`: "auto" (Triton where it can run, else
+    PyTorch), "triton" (raise where it cannot run) or "torch".
+
+    Shapes (D = 2 if bidirectional else 1, R = proj_size or hidden_size):
+        input (L, N, H_in), or (N, L, H_in) with batch_first, or (L, H_in) unbatched;
+        hx = (h_0 (D*num_layers, N, R), c_0 (D*num_layers, N, hidden_size)), optional;
+        returns output (L, N, D*R) [or (N, L, D*R)], (h_n, c_n) shaped like (h_0, c_0).
+    """
+
+    _has_triton_kernel = True
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        nn.LSTM.__init__(
+            self, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
+            dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype,
+        )
+        self._setup_backend(backend)
+
+    def _state_sizes(self) -> list[tuple[str, int]]:
+        return [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
+
+    def _layer_weights(self) -> list[list[Tensor | None]]:
+        weights = super()._layer_weights()
+        for idx, w in enumerate(weights):
+            suffix = "_reverse" if idx % self._num_directions else ""
+            w.append(getattr(self, f"weight_hr_l{idx // self._num_directions}{suffix}", None))
+        return weights
+
+    def forward(  # type: ignore[override]
+        self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        if isinstance(input, PackedSequence):  # the kernel has no variable-length support yet
+            self.last_backend = resolve_backend(self.backend, input.data, unsupported="PackedSequence input")
+            return nn.LSTM.forward(self, input, hx)
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
+        batched = self._check_forward(input, hx)
+        backend = self._choose_backend(input)
+        if backend == "torch":
+            return nn.LSTM.forward(self, input, hx)
+        layer_fn = _triton_lstm_layer if backend == "triton" else lstm_layer_loop
+        y, (h, c) = self._run_stacked(input, hx, batched, layer_fn)
+        return y, (h, c)
+
+
+class GRU(_DropInRNNMixin, nn.GRU):
+    """`torch.nn.GRU` with input checks and a `backend` argument (PyTorch path only, for now).
+
+    Shapes: input (L, N, H_in) [(N, L, H_in) with batch_first, (L, H_in) unbatched];
+    hx (D*num_layers, N, hidden_size), optional; returns (output (L, N, D*hidden_size), h_n).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        nn.GRU.__init__(
+            self, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
+            dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
+        )
+        self._setup_backend(backend)
+
+    def forward(  # type: ignore[override]
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        if isinstance(input, PackedSequence):
+            self.last_backend = "torch"
+            return nn.GRU.forward(self, input, hx)
+        batched = self._check_forward(input, None if hx is None else (hx,))
+        if self._choose_backend(input) == "torch":
+            return nn.GRU.forward(self, input, hx)
+        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched,
+                                    single_state_layer_loop(gru_cell))
+        return y, h
+
+
+class RNN(_DropInRNNMixin, nn.RNN):
+    """`torch.nn.RNN` (Elman, tanh or relu) with input checks and a `backend` argument
+    (PyTorch path only, for now). Shapes as for GRU."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: Backend = "auto",
+    ) -> None:
+        nn.RNN.__init__(
+            self, input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
+            batch_first=batch_first, dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
+        )
+        self._setup_backend(backend)
+
+    def forward(  # type: ignore[override]
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        if isinstance(input, PackedSequence):
+            self.last_backend = "torch"
+            return nn.RNN.forward(self, input, hx)
+        batched = self._check_forward(input, None if hx is None else (hx,))
+        if self._choose_backend(input) == "torch":
+            return nn.RNN.forward(self, input, hx)
+        cell = functools.partial(rnn_cell, nonlinearity=self.nonlinearity)
+        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched,
+                                    single_state_layer_loop(cell))
+        return y, h
