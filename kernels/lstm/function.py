@@ -101,9 +101,11 @@ class _LSTMLayerFunction(torch.autograd.Function):
         dev = x.device
 
         # dL/dh_t arriving from above; the final state's gradient joins the last step.
-        dh_in = dy.float().clone()
+        # (Upstream gradients may arrive with any strides, e.g. transposed for batch_first; the
+        # kernels index rows densely, so every buffer they touch is made contiguous here.)
+        dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         dh_in[T - 1] += dh_T.float()
-        dc = dc_T.float().clone().contiguous()
+        dc = dc_T.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         dgates = _empty(T + 1, B, 4 * H, device=dev)
         dgates[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
 

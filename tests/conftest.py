@@ -1,0 +1,31 @@
+"""Shared test setup.
+
+Without a GPU the Triton kernels run in Triton's CPU interpreter, which must be switched on
+before `kernels.lstm.function` is imported (triton.jit reads it then): hence here, first.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def poison_kernel_buffers(monkeypatch):
+    """Fill every buffer the Triton kernels write with NaN first: an unwritten element shows."""
+    from kernels.lstm import function
+
+    monkeypatch.setattr(function, "POISON_BUFFERS", True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed():
+    """Fresh random inputs per test run, but reproducible from the printed seed on failure."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    yield seed
