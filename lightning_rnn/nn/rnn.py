@@ -93,6 +93,10 @@ class _DropInRNNMixin:
                 check_state(owner, name, s, lead + batch + (size,), input)
         return batched
 
+    def _cell_loop(self) -> LayerFn:
+        """Our plain PyTorch layer loop for this module's cell: the fallback where torch.nn cannot run."""
+        raise NotImplementedError
+
     def _choose_backend(self, x: Tensor) -> str:
         requested = self.backend if self._has_triton_kernel else "torch"
         self.last_backend = resolve_backend(requested, x)
@@ -165,6 +169,9 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
             w.append(getattr(self, f"weight_hr_l{idx // self._num_directions}{suffix}", None))
         return weights
 
+    def _cell_loop(self) -> LayerFn:
+        return lstm_layer_loop
+
     def forward(  # type: ignore[override]
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
@@ -177,7 +184,7 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         backend = self._choose_backend(input)
         if backend == "torch":
             return nn.LSTM.forward(self, input, hx)
-        layer_fn = _triton_lstm_layer if backend == "triton" else lstm_layer_loop
+        layer_fn = _triton_lstm_layer if backend == "triton" else self._cell_loop()
         y, (h, c) = self._run_stacked(input, hx, batched, layer_fn)
         return y, (h, c)
 
@@ -208,6 +215,9 @@ class GRU(_DropInRNNMixin, nn.GRU):
         )
         self._setup_backend(backend)
 
+    def _cell_loop(self) -> LayerFn:
+        return single_state_layer_loop(gru_cell)
+
     def forward(  # type: ignore[override]
         self, input: Tensor | PackedSequence, hx: Tensor | None = None
     ) -> tuple[Tensor | PackedSequence, Tensor]:
@@ -217,8 +227,7 @@ class GRU(_DropInRNNMixin, nn.GRU):
         batched = self._check_forward(input, None if hx is None else (hx,))
         if self._choose_backend(input) == "torch":
             return nn.GRU.forward(self, input, hx)
-        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched,
-                                    single_state_layer_loop(gru_cell))
+        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, self._cell_loop())
         return y, h
 
 
@@ -246,6 +255,9 @@ class RNN(_DropInRNNMixin, nn.RNN):
         )
         self._setup_backend(backend)
 
+    def _cell_loop(self) -> LayerFn:
+        return single_state_layer_loop(functools.partial(rnn_cell, nonlinearity=self.nonlinearity))
+
     def forward(  # type: ignore[override]
         self, input: Tensor | PackedSequence, hx: Tensor | None = None
     ) -> tuple[Tensor | PackedSequence, Tensor]:
@@ -255,7 +267,5 @@ class RNN(_DropInRNNMixin, nn.RNN):
         batched = self._check_forward(input, None if hx is None else (hx,))
         if self._choose_backend(input) == "torch":
             return nn.RNN.forward(self, input, hx)
-        cell = functools.partial(rnn_cell, nonlinearity=self.nonlinearity)
-        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched,
-                                    single_state_layer_loop(cell))
+        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, self._cell_loop())
         return y, h
