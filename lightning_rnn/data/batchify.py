@@ -1,0 +1,69 @@
+"""Classic language-model batching: B parallel streams cut into BPTT windows.
+
+The token stream of a split is cut into ``world_size * batch_size`` contiguous
+streams of equal length (the tail that does not fit is dropped). Rank ``r`` owns
+streams ``r * batch_size .. (r + 1) * batch_size - 1``, so every rank reads its
+own contiguous text, and all ranks see the same number of windows (DDP needs
+them in lock-step). Window ``k`` holds columns ``k * bptt .. (k + 1) * bptt`` of
+those streams; window ``k + 1`` continues exactly where window ``k`` stopped,
+which is what lets the model carry its hidden state across batches (truncated
+backpropagation through time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import IterableDataset
+
+
+def batchify(tokens: torch.Tensor, num_streams: int) -> torch.Tensor:
+    """Reshape a 1-D token stream of length N into ``[num_streams, N // num_streams]``.
+
+    Row ``j`` is the contiguous slice ``tokens[j * L : (j + 1) * L]``.
+    """
+    if tokens.dim() != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+    if num_streams < 1:
+        raise ValueError(f"num_streams must be >= 1, got {num_streams}")
+    length = tokens.numel() // num_streams
+    if length < 2:
+        raise ValueError(
+            f"{tokens.numel()} tokens are too few for {num_streams} streams "
+            "(each stream needs at least 2 tokens); use a smaller batch size or fewer devices"
+        )
+    return tokens[: num_streams * length].view(num_streams, length)
+
+
+class StreamWindows(IterableDataset):
+    """In-order BPTT windows of this rank's streams.
+
+    Each item is ``(inputs, targets)``, both ``[batch_size, T]`` with
+    ``T == bptt`` except possibly the last window; ``targets`` is ``inputs``
+    shifted by one token. It is an ``IterableDataset`` on purpose: Lightning
+    then never inserts its round-robin ``DistributedSampler``, which would deal
+    windows to ranks and break the stream continuity. Use it with
+    ``DataLoader(dataset, batch_size=None)``.
+    """
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1) -> None:
+        if not isinstance(bptt, int) or bptt < 1:
+            raise ValueError(f"bptt must be a positive integer, got {bptt!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        streams = batchify(tokens, world_size * batch_size)
+        self.streams = streams[rank * batch_size : (rank + 1) * batch_size]
+        self.bptt = bptt
+
+    def __len__(self) -> int:
+        # the last column has no target, hence length - 1 predictable positions
+        return -(-(self.streams.shape[1] - 1) // self.bptt)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        length = self.streams.shape[1]
+        for start in range(0, length - 1, self.bptt):
+            end = min(start + self.bptt, length - 1)
+            yield self.streams[:, start:end], self.streams[:, start + 1 : end + 1]

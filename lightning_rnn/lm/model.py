@@ -1,0 +1,267 @@
+"""``LanguageModel``: embedding -> stacked recurrent layers -> linear decoder.
+
+Training uses truncated backpropagation through time (TBPTT) across batches:
+the DataModule delivers windows of B parallel text streams in order
+(``lightning_rnn.data.StreamWindows``), and the module carries each split's
+hidden state from one batch to the next, detached from the graph so gradients
+stop at the window boundary. The states are reset at the start of every epoch
+and kept apart for train, validation and test. Because each batch is still one
+ordinary optimization step, Lightning's automatic optimization keeps working:
+``gradient_clip_val``, ``accumulate_grad_batches``, lr schedulers and mixed
+precision are all the Trainer's usual options.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lightning_rnn.data.vocabulary import EOS, Vocabulary
+from lightning_rnn.lm.optim import OptimizerName, ScheduleName, build_optimizer, build_schedule
+from lightning_rnn.lm.sampling import next_token
+from lightning_rnn.nn import GRU, LSTM, RNN
+
+Cell = Literal["lstm", "gru", "rnn"]
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+SPLITS = ("train", "val", "test")
+VOCAB_KEY = "lightning_rnn_vocabulary"  # where the vocabulary lives inside a checkpoint
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the autograd graph at the window boundary (the TBPTT truncation)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    return state.detach()
+
+
+def _check_rate(name: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+class LanguageModel(LightningModule):
+    """Word- or character-level recurrent language model.
+
+    Args:
+        vocab_size: number of tokens (the CLI fills it in from the DataModule).
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (tanh).
+        embedding_size, hidden_size, num_layers: layer sizes.
+        dropout: rate on the embedding output, between recurrent layers and on the
+            last layer's output (Zaremba et al.); ``embedding_dropout`` and
+            ``output_dropout`` override the first and last when given.
+        tie_weights: the decoder reuses the embedding matrix (one shared parameter).
+            Needs ``embedding_size`` equal to the decoder input size, which is
+            ``proj_size`` if set (LSTM only) else ``hidden_size``.
+        proj_size: LSTM projection size (0: none).
+        init_range: embedding and decoder weights start uniform in ``[-init_range, init_range]``.
+        optimizer, lr, weight_decay, lr_schedule, lr_decay, decay_start_epoch: see
+            ``lightning_rnn.lm.optim``.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"`` for the recurrent layers.
+
+    Shapes: ``forward(tokens [B, T], state)`` returns ``logits [B, T, vocab_size]``
+    and the final state (``h`` or ``(h, c)``, each ``[num_layers, B, *]``).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: Cell = "lstm",
+        embedding_size: int = 200,
+        hidden_size: int = 200,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        embedding_dropout: float | None = None,
+        output_dropout: float | None = None,
+        tie_weights: bool = False,
+        proj_size: int = 0,
+        init_range: float = 0.1,
+        optimizer: OptimizerName = "sgd",
+        lr: float = 1.0,
+        weight_decay: float = 0.0,
+        lr_schedule: ScheduleName = "none",
+        lr_decay: float = 0.5,
+        decay_start_epoch: int = 1,
+        backend: Literal["auto", "triton", "torch"] = "auto",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in (("vocab_size", vocab_size), ("embedding_size", embedding_size),
+                            ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        layer_classes = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+        if cell not in layer_classes:
+            raise ValueError(f"cell must be one of {sorted(layer_classes)}, got {cell!r}")
+        if proj_size and cell != "lstm":
+            raise ValueError(f"proj_size is only supported with cell='lstm', got cell={cell!r}")
+        decoder_input = proj_size or hidden_size
+        if tie_weights and decoder_input != embedding_size:
+            raise ValueError(
+                f"tie_weights=True needs embedding_size ({embedding_size}) to equal the decoder input size "
+                f"({decoder_input}, the {'proj_size' if proj_size else 'hidden_size'}): set hidden_size="
+                f"{embedding_size}" + (f", or proj_size={embedding_size} (cell='lstm')" if cell == "lstm" else "")
+            )
+        _check_rate("dropout", dropout)
+
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.embedding_dropout = nn.Dropout(_check_rate("embedding_dropout", dropout if embedding_dropout is None else embedding_dropout))
+        extra = {"proj_size": proj_size} if cell == "lstm" else {}
+        self.rnn = layer_classes[cell](
+            embedding_size, hidden_size, num_layers=num_layers, batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0, backend=backend, **extra,
+        )
+        self.output_dropout = nn.Dropout(_check_rate("output_dropout", dropout if output_dropout is None else output_dropout))
+        self.decoder = nn.Linear(decoder_input, vocab_size)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight  # one Parameter, registered twice
+
+        nn.init.uniform_(self.embedding.weight, -init_range, init_range)
+        nn.init.zeros_(self.decoder.bias)
+        if not tie_weights:
+            nn.init.uniform_(self.decoder.weight, -init_range, init_range)
+
+        self.vocab: Vocabulary | None = None  # set from the DataModule or a checkpoint
+        self.nll = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
+        self._states: dict[str, State | None] = dict.fromkeys(SPLITS)
+
+    # -- the network -----------------------------------------------------------
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """``tokens [B, T]`` int64 -> ``(logits [B, T, V], final state)``."""
+        embedded = self.embedding_dropout(self.embedding(tokens))
+        output, state = self.rnn(embedded, state)
+        return self.decoder(self.output_dropout(output)), state
+
+    def _step(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Run one window, continuing from (and then replacing) the split's carried state."""
+        inputs, targets = batch
+        logits, state = self(inputs, self._states[split])
+        self._states[split] = detach_state(state)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    # -- training and evaluation ------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        self._states["train"] = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._states["val"] = None
+
+    def on_test_epoch_start(self) -> None:
+        self._states["test"] = None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step("train", batch)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.nll["val"].update(self._step("val", batch), weight=batch[1].numel())
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.nll["test"].update(self._step("test", batch), weight=batch[1].numel())
+
+    def _log_perplexity(self, split: str) -> None:
+        # token-weighted mean NLL over the whole split, summed across ranks by torchmetrics
+        mean_nll = self.nll[split].compute()
+        self.nll[split].reset()
+        self.log(f"{split}_loss", mean_nll)
+        self.log(f"{split}_ppl", mean_nll.exp(), prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test")
+
+    def on_train_epoch_end(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = build_optimizer(self.parameters(), hp.optimizer, hp.lr, hp.weight_decay)
+        schedule = build_schedule(optimizer, hp.lr_schedule, hp.lr_decay, hp.decay_start_epoch, monitor="val_ppl")
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    # -- vocabulary: from the DataModule, into and out of checkpoints --------------
+
+    def _adopt_vocabulary(self, vocab: Vocabulary, source: str) -> None:
+        if len(vocab) != self.hparams.vocab_size:
+            raise ValueError(
+                f"the {source} vocabulary has {len(vocab)} tokens but the model was built with "
+                f"vocab_size={self.hparams.vocab_size}"
+            )
+        if self.vocab is not None and vocab != self.vocab:
+            raise ValueError(
+                f"the {source} vocabulary ({len(vocab)} {vocab.level} tokens) does not match the one this "
+                f"model uses ({len(self.vocab)} {self.vocab.level} tokens, first differing token ids differ): "
+                "a checkpoint only fits data with the vocabulary it was trained on"
+            )
+        self.vocab = vocab
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        vocab = getattr(datamodule, "vocab", None)
+        if isinstance(vocab, Vocabulary):
+            self._adopt_vocabulary(vocab, "DataModule's")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.vocab is not None:
+            checkpoint[VOCAB_KEY] = self.vocab.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if VOCAB_KEY in checkpoint:
+            self._adopt_vocabulary(Vocabulary.from_dict(checkpoint[VOCAB_KEY]), "checkpoint's")
+
+    # -- generation ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Continue ``prompt``; returns only the new text.
+
+        The prompt is run through the network first, and sampling continues from
+        its final hidden state. ``temperature=0`` is greedy decoding. Raises
+        ``ValueError`` for a prompt with tokens outside the vocabulary.
+        """
+        if self.vocab is None:
+            raise RuntimeError(
+                "this model has no vocabulary: load it from a checkpoint written by lightning-rnn, "
+                "or fit/validate it with a TextDataModule first"
+            )
+        if not prompt:
+            raise ValueError("prompt must be a non-empty string")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        ids = self.vocab.encode(prompt, strict=True)
+        if self.vocab.level == "word" and not prompt.endswith("\n") and ids and ids[-1] == self.vocab.stoi.get(EOS):
+            ids = ids[:-1]  # the tokenizer closes every line; an open prompt line should stay open
+        if not ids:
+            raise ValueError(f"prompt {prompt!r} contains no tokens")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        was_training = self.training
+        self.eval()
+        try:
+            logits, state = self(torch.tensor([ids], device=self.device), None)
+            new_ids: list[int] = []
+            for _ in range(max_new_tokens):
+                token = next_token(logits[:, -1], temperature, top_k, generator)
+                new_ids.append(int(token))
+                logits, state = self(token.view(1, 1), state)
+        finally:
+            self.train(was_training)
+        return self.vocab.decode(new_ids)
