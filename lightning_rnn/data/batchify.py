@@ -12,10 +12,15 @@ backpropagation through time).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import IterableDataset
+
+# Lightning warns about any IterableDataset with __len__ because worker processes could
+# each yield the whole dataset; StreamWindows is always read with 0 workers, so __len__ is exact.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def batchify(tokens: torch.Tensor, num_streams: int) -> torch.Tensor:

@@ -17,24 +17,18 @@ import torch
 from torch.utils.data import Dataset
 
 from lightning_rnn.data.pair_vocab import BOS, EOS, PAD, PairVocab
+from lightning_rnn.data.text import default_data_root
 
 Pair = tuple[str, str]
 
 
-def data_root() -> Path:
-    """Folder holding shared data sets: ``$LIGHTNING_RNN_DATA``, else ``<repo>/../shared/data``."""
-    env = os.environ.get("LIGHTNING_RNN_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def resolve_data_path(path: str | os.PathLike) -> Path:
-    """``path`` itself if it exists or is absolute, else ``path`` under :func:`data_root`."""
+    """``path`` itself if it exists or is absolute, else ``path`` under the data root
+    (``$LIGHTNING_RNN_DATA``, default ``../shared/data``)."""
     p = Path(path)
     if p.is_absolute() or p.exists():
         return p
-    return data_root() / p
+    return default_data_root() / p
 
 
 def read_fixed_width(path: str | os.PathLike) -> tuple[list[str], list[str]]:

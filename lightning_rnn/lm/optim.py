@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedules used by the language-model recipes.
 
-- ``sgd`` + ``step``: Zaremba et al. (2014): constant lr, then multiplied by
-  ``lr_decay`` after every epoch from ``decay_start_epoch`` on.
+- ``sgd`` + ``step``: Zaremba et al. (2014): the first ``decay_start_epoch``
+  epochs train at ``lr``, and every later epoch multiplies it by ``lr_decay``
+  (small: 4 epochs, then halve each epoch).
 - ``sgd`` + ``plateau``: pytorch/examples' word language model: lr multiplied by
   ``lr_decay`` (0.25) whenever validation perplexity stops improving.
 - ``adam`` / ``adamw`` with any of the schedules, or ``none``.
@@ -42,7 +43,7 @@ def build_schedule(
 
         return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "epoch"}
     if name == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=lr_decay, patience=0)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=lr_decay, patience=0, threshold=0.0)
         return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}
     raise ValueError(f"lr_schedule must be 'none', 'step' or 'plateau', got {name!r}")
 
