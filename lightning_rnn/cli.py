@@ -55,6 +55,9 @@ def build_cli(args: Sequence[str] | None, run: bool = True):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
+    if args is not None:  # called from Python (demo, tests): sys.argv is not ours to compare with
+        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+
     class LightningRNNCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments(

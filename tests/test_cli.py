@@ -1,0 +1,95 @@
+"""The lightning-rnn command: fit through LightningCLI, generate, delegated subcommands."""
+
+import sys
+import types
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from lightning_rnn import cli
+from lightning_rnn.data import TextDataModule
+from lightning_rnn.lm import LanguageModel
+
+TEXT = "for i in range(10):\n    print(i)\n" * 20
+
+
+def text_files(folder: Path) -> list[str]:
+    args = []
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_text(TEXT)
+        args += [f"--data.init_args.{split}_file", str(folder / f"{split}.txt")]
+    return args
+
+
+def test_fit_links_vocab_size_and_writes_best_and_last_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit", "--seed_everything", "0",
+        "--model", "lightning_rnn.lm.LanguageModel", "--model.init_args.embedding_size", "8",
+        "--model.init_args.hidden_size", "8", "--model.init_args.backend", "torch",
+        "--model.init_args.optimizer", "adam", "--model.init_args.lr", "0.01",
+        "--data", "lightning_rnn.data.TextDataModule", "--data.init_args.level", "char",
+        "--data.init_args.batch_size", "4", "--data.init_args.bptt", "10",
+        *text_files(tmp_path),
+        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir", "runs", "--trainer.logger.init_args.name", "tiny",
+        "--checkpoint.monitor", "val_ppl",
+    ]
+    run = cli.build_cli(args)
+    assert run.model.hparams.vocab_size == run.datamodule.vocab_size == len(set(TEXT)) + 1  # + <unk>
+    checkpoints = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
+    assert {p.name for p in checkpoints.iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert "val_ppl" in (tmp_path / "runs" / "tiny" / "version_0" / "metrics.csv").read_text()
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    datamodule = TextDataModule(*[None] * 3, level="char", batch_size=4, bptt=10)
+    datamodule.read_splits = lambda: {"train": TEXT, "valid": TEXT, "test": TEXT}
+    model = LanguageModel(datamodule.vocab_size, embedding_size=8, hidden_size=8, backend="torch")
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=1)
+    trainer.fit(model, datamodule)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    return tmp_path / "model.ckpt"
+
+
+def test_generate_prints_prompt_and_continuation(checkpoint, capsys):
+    argv = ["generate", "--ckpt", str(checkpoint), "--prompt", "for ", "--max_new_tokens", "15", "--seed", "3"]
+    assert cli.main(argv) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("for ") and len(first) == len("for ") + 15 + 1  # + print's newline
+    cli.main(argv)
+    assert capsys.readouterr().out == first  # seeded
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--prompt", "for ☃"], "outside the vocabulary"), (["--prompt", "x", "--ckpt", "missing.ckpt"], "no such checkpoint")],
+    ids=["prompt-outside-vocabulary", "missing-checkpoint"],
+)
+def test_generate_reports_bad_input(checkpoint, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--ckpt", str(checkpoint), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_delegated_commands_call_main_with_the_remaining_arguments(monkeypatch):
+    received = []
+    fake = types.ModuleType("fake_translate")
+    fake.main = lambda argv: received.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fake_translate", fake)
+    monkeypatch.setitem(cli.DELEGATED, "translate", "fake_translate")
+    assert cli.main(["translate", "--ckpt", "x.ckpt"]) == 0
+    assert received == [["--ckpt", "x.ckpt"]]
+
+
+def test_missing_delegate_and_unknown_command_are_clear_errors(monkeypatch, capsys):
+    monkeypatch.setitem(cli.DELEGATED, "bench", "lightning_rnn_no_such_module.bench")
+    assert cli.main(["bench"]) == 2
+    assert "lightning_rnn_no_such_module.bench is not available" in capsys.readouterr().err
+    assert cli.main(["train"]) == 2
+    assert "unknown command 'train'" in capsys.readouterr().err
