@@ -1,5 +1,6 @@
 """Validation/test metrics of a seq2seq model, all torchmetrics (so they sync across processes).
 
+- ``loss``: cross-entropy per target token (weighted by token count, so exact across processes);
 - ``exact_match``: share of decoded sequences equal to the reference (up to ``<eos>``);
 - ``token_accuracy``: share of teacher-forced next-token predictions that are right
   (padding excluded);
@@ -28,6 +29,7 @@ class Seq2SeqMetrics(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.loss = MeanMetric()
         self.exact_match = MeanMetric()
         self.token_accuracy = MeanMetric()
         self.bleu = BLEUScore(n_gram=4, smooth=True)
@@ -42,6 +44,7 @@ class Seq2SeqMetrics(nn.Module):
         target_out: Tensor,
         logits: Tensor,
         vocab: PairVocab | None,
+        loss: Tensor | None = None,
     ) -> tuple[list[str], list[str]]:
         """
         Args:
@@ -49,6 +52,7 @@ class Seq2SeqMetrics(nn.Module):
             target_out: (B, T) reference ids ``tokens <eos> <pad>...``.
             logits: (B, T, V) teacher-forced logits for ``target_out``.
             vocab: to turn ids into strings for BLEU and CER (skipped when ``None``).
+            loss: the batch's mean cross-entropy per target token.
 
         Returns:
             decoded and reference strings (empty lists without a vocabulary).
@@ -58,6 +62,8 @@ class Seq2SeqMetrics(nn.Module):
         ref = nn.functional.pad(target_out, (0, width - target_out.shape[1]), value=PAD)
         self.exact_match.update((pred == ref).all(1).float())
         real = target_out != PAD
+        if loss is not None:
+            self.loss.update(loss.detach(), weight=real.sum())
         self.token_accuracy.update((logits.argmax(-1) == target_out)[real].float())
         if vocab is None:
             return [], []

@@ -130,11 +130,9 @@ class Seq2Seq(L.LightningModule):
         beam = self.hparams.beam_size if stage == "test" else 1
         predicted, _ = self.generate(source, beam)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        hyps, refs = metrics.update(predicted, target_out, logits, self.vocab)
-        n = source.shape[0]
-        self.log(f"{stage}_loss", loss, prog_bar=True, sync_dist=True, batch_size=n)
+        hyps, refs = metrics.update(predicted, target_out, logits, self.vocab, loss)
         for name, metric in metrics.as_dict(stage).items():
-            self.log(name, metric, prog_bar=name.endswith("exact_match"), batch_size=n)
+            self.log(name, metric, prog_bar=name.endswith(("_loss", "exact_match")), batch_size=source.shape[0])
         if batch_idx == 0 and self.vocab is not None:
             k = self.hparams.num_examples
             srcs = [self.vocab.decode(row) for row in source[:k].tolist()]
