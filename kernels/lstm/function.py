@@ -16,6 +16,7 @@ import torch
 import triton
 from torch import Tensor
 
+from .persistent import can_run_persistent, persistent_backward, persistent_enabled, persistent_forward
 from .triton_kernels import lstm_backward_step_kernel, lstm_forward_step_kernel
 
 #: Whether triton.jit compiled these kernels for its CPU interpreter (read once, at import).
@@ -75,9 +76,12 @@ class _LSTMLayerFunction(torch.autograd.Function):
         h_cell = _empty(T, B, H, device=dev) if w_hr is not None else hs[1:]
         w_hr32 = w_hr.float() if w_hr is not None else None
 
+        persistent = persistent_enabled() and can_run_persistent(B, H, w_hr is not None, dev, INTERPRETED)
         BB, BH, BK = _block_sizes(B, H, R)
         grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
-        for t in range(T):
+        if persistent:
+            persistent_forward(xg, hs, cs, gates, w_hh, INTERPRETED)
+        for t in range(0 if persistent else T):
             lstm_forward_step_kernel[grid](
                 xg[t], hs[t], cs[t], w_hh, h_cell[t], cs[t + 1], gates[t],
                 B, H, R, w_hh.stride(0),
@@ -88,6 +92,7 @@ class _LSTMLayerFunction(torch.autograd.Function):
 
         ctx.save_for_backward(x, w_ih, w_hh, w_hr, hs, cs, gates, h_cell if w_hr is not None else None)
         ctx.has_bias = bias is not None
+        ctx.persistent = persistent
         ctx.state_dtypes = (h0.dtype, c0.dtype)
         y = hs[1:].to(x.dtype, copy=True)  # a copy: the caller may modify y, hs must stay intact
         return y, y[-1].clone(), cs[T].to(x.dtype, copy=True)
@@ -111,7 +116,9 @@ class _LSTMLayerFunction(torch.autograd.Function):
 
         BB, BH, BK = _block_sizes(B, H, H)
         grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
-        if w_hr is None:
+        if ctx.persistent:
+            persistent_backward(dh_in, dgates, w_hh, gates, cs, dc, INTERPRETED)
+        elif w_hr is None:
             for t in range(T - 1, -1, -1):
                 lstm_backward_step_kernel[grid](
                     dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
