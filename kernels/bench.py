@@ -1,0 +1,153 @@
+"""Kernel benchmark harness: ours (Triton) vs our PyTorch fallback vs torch.nn.LSTM vs a naive loop.
+
+    python -m kernels.bench --preset target          # B=16 T=1024 H=768, 1 layer, bf16 and fp16
+    python -m kernels.bench --preset sweep           # B in 8..128 x H in 256..1024, T=512
+    python -m kernels.bench --preset cpu-smoke       # tiny, seconds on a CPU
+    python -m kernels.bench --batch 16,32 --hidden 512 --seq-len 256 --dtype bf16 --modes fwd
+    lightning-rnn bench ...                          # the same (lightning_rnn.cli dispatches here)
+
+Writes results.json, results.csv and plot.png to benchmarks/results/<name>/ (or --out) and
+prints a table with each provider's speed-up vs torch.nn.LSTM and vs the naive loop.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+PRESETS: dict[str, dict] = {
+    # The headline point: ours bf16 vs cuDNN (bf16 if this cuDNN has it, else fp16), T=1024.
+    "target": {"batch": [16], "hidden": [768], "seq_len": [1024], "layers": [1], "dtype": ["bfloat16", "float16"]},
+    # The 20-point sweep, T=512.
+    "sweep": {"batch": [8, 16, 32, 64, 128], "hidden": [256, 512, 768, 1024], "seq_len": [512], "layers": [1],
+              "dtype": ["bfloat16", "float16"]},
+    # Tiny and short: an end-to-end check of the harness on a CPU.
+    "cpu-smoke": {"batch": [4], "hidden": [32], "seq_len": [16], "layers": [1, 2], "dtype": ["float32"],
+                  "warmup": 5.0, "rep": 20.0, "threads": 1},  # tiny ops: one thread is least noisy
+}
+DEFAULTS = {"providers": ["triton", "fallback", "torch", "naive"], "modes": ["fwd", "fwdbwd"],
+            "warmup": 25.0, "rep": 100.0}
+
+
+def _list(kind: type):
+    """argparse type for '8,16' (also usable as '8 16' thanks to nargs='+')."""
+    return lambda text: [kind(v) for v in text.split(",") if v]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightning-rnn bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="named configuration (default: target on CUDA, cpu-smoke on the CPU); "
+                        "the list options below override its fields")
+    for flag, kind in (("--batch", int), ("--hidden", int), ("--seq-len", int), ("--layers", int),
+                       ("--input-size", int), ("--dtype", str), ("--providers", str), ("--modes", str)):
+        p.add_argument(flag, type=_list(kind), nargs="+", metavar="V[,V...]")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--warmup", type=float, help="warm-up budget per measurement, ms (default 25)")
+    p.add_argument("--rep", type=float, help="timed budget per measurement, ms (default 100)")
+    p.add_argument("--threads", type=int, help="CPU intra-op threads (torch.set_num_threads)")
+    p.add_argument("--interpreter", action="store_true",
+                   help="on the CPU, time the Triton kernels in Triton's interpreter (slow; labelled so)")
+    p.add_argument("--out", type=Path, help="output folder (default benchmarks/results/<name>)")
+    p.add_argument("--name", help="results folder name (default <timestamp>-<preset>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plot", action="store_true", help="skip plot.png")
+    return p
+
+
+def resolve_options(args: argparse.Namespace, device: torch.device) -> dict:
+    """Preset, then explicit flags on top; flattens '8,16 32' into [8, 16, 32]."""
+    from kernels.benchmark.providers import PROVIDERS, canonical_dtype
+    from kernels.benchmark.runner import MODES
+
+    preset = args.preset or ("target" if device.type == "cuda" else "cpu-smoke")
+    opts = {**DEFAULTS, **PRESETS[preset], "preset": preset}
+    for key in ("batch", "hidden", "seq_len", "layers", "input_size", "dtype", "providers", "modes"):
+        value = getattr(args, key)
+        if value is not None:
+            opts[key] = [v for chunk in value for v in chunk]
+    for key in ("warmup", "rep", "threads"):
+        if getattr(args, key) is not None:
+            opts[key] = getattr(args, key)
+    opts["dtype"] = [canonical_dtype(d) for d in opts["dtype"]]
+    for key, known in (("providers", PROVIDERS), ("modes", MODES)):
+        unknown = [v for v in opts[key] if v not in known]
+        if unknown:
+            raise ValueError(f"unknown {key} {unknown}; choose from {list(known)}")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and args.interpreter:
+        # Must precede the first import of kernels.lstm.function (triton.jit reads it then).
+        os.environ["TRITON_INTERPRET"] = "1"
+
+    from kernels.benchmark import report
+    from kernels.benchmark.plot import write_plot
+    from kernels.benchmark.providers import PROVIDERS, Point
+    from kernels.benchmark.runner import MODES, Config, run_benchmark
+
+    try:
+        opts = resolve_options(args, device)
+    except ValueError as err:
+        parser.error(str(err))
+    points = [Point(b, h, t, n, d, i or h)
+              for d in opts["dtype"] for n in opts["layers"] for t in opts["seq_len"]
+              for h in opts["hidden"] for b in opts["batch"] for i in opts.get("input_size", [None])]
+    if opts.get("threads"):
+        torch.set_num_threads(opts["threads"])
+    meta = report.collect_metadata(device, argv)
+    print(f"device: {meta['device']} ({device.type}); torch {meta['torch']}, triton {meta['triton']}, "
+          f"cuDNN {meta['cudnn']}, driver {meta['driver']}, commit {meta['git_commit']}")
+    print(f"preset {opts['preset']}: {len(points)} points x {opts['providers']} x {opts['modes']}")
+    for mode in opts["modes"]:
+        print(f"  {mode}: {MODES[mode]}")
+
+    cfg = Config(points, opts["providers"], opts["modes"], device, opts["warmup"], opts["rep"],
+                 interpreter=args.interpreter, seed=args.seed)
+    rows, skipped = run_benchmark(cfg)
+    report.add_speedups(rows)
+
+    name = args.name or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{opts['preset']}"
+    out = args.out or Path("benchmarks") / "results" / name
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "metadata": {**meta, "preset": opts["preset"], "warmup_ms": opts["warmup"], "rep_ms": opts["rep"],
+                     "seed": args.seed, "layout": "time-major input (T, B, I), I = hidden unless --input-size"},
+        "modes": {m: MODES[m] for m in opts["modes"]},
+        "providers": {n: {"label": PROVIDERS[n].label(device), "description": PROVIDERS[n].description,
+                          "skipped": next((s["reason"] for s in skipped if s["provider"] == n), None)}
+                      for n in opts["providers"]},
+        "speedup": "baseline median / this median, same shape and mode; baseline at this dtype, else "
+                   "at float16, else float32 (see *_baseline_dtype)",
+        "skipped": skipped,
+        "results": rows,
+    }
+    if not args.no_plot:
+        payload["plot"] = write_plot(out / "plot.png", rows)
+    report.write_json(out / "results.json", payload)
+    report.write_csv(out / "results.csv", rows, meta)
+
+    print()
+    print(report.format_table(rows))
+    if skipped:
+        print("\nskipped:")
+        for s in skipped:
+            print(f"  {s['label']}: {s['reason']}")
+    print(f"\nwrote {out}/results.json, results.csv" + ("" if args.no_plot else ", plot.png"))
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

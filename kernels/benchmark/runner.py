@@ -1,0 +1,150 @@
+"""The sweep: every point x provider x mode, timed, one result row each.
+
+A provider that cannot run at all is skipped once, with its reason; one that cannot run at a
+point (e.g. bf16 in the Triton interpreter) gets a "skipped" row; one that fails at a point
+(OOM, cuDNN without bf16 RNNs, ...) gets an "error" row, and the sweep goes on.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .providers import PROVIDERS, Point, Workload, make_workload, point_skip_reason, provider_skip_reason, torch_rnn_impl
+from .timing import Timing, time_cpu, time_cuda
+
+MODES: dict[str, str] = {
+    "fwd": "forward only, with grad disabled (torch.no_grad(): inference)",
+    "fwdbwd": ("forward + backward of a random upstream gradient dy (input and weights require "
+               "grad; their .grad is set to None between reps, untimed)"),
+}
+
+
+@dataclass
+class Config:
+    points: list[Point]
+    providers: list[str]
+    modes: list[str]
+    device: torch.device
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    interpreter: bool = False
+    seed: int = 0
+    log: Callable[[str], None] = field(default=print)
+
+
+def _timed_fn(forward: Callable[[Tensor], Tensor], w: Workload, mode: str,
+              params: Sequence[Tensor]) -> tuple[Callable[[], None], list[Tensor]]:
+    """The callable to time for `mode`, and the tensors whose grads must be reset between reps."""
+    if mode == "fwd":
+        def fwd() -> None:
+            with torch.no_grad():
+                forward(w.x)
+
+        return fwd, []
+    x = w.x.detach().requires_grad_(True)
+
+    def fwdbwd() -> None:
+        forward(x).backward(w.dy)
+
+    return fwdbwd, [x, *params]
+
+
+def measure(fn: Callable[[], None], device: torch.device, grads: list[Tensor],
+            warmup_ms: float, rep_ms: float) -> Timing:
+    if device.type == "cuda":
+        return time_cuda(fn, warmup_ms, rep_ms, grad_to_none=grads)
+
+    def reset() -> None:
+        for t in grads:
+            t.grad = None
+
+    return time_cpu(fn, warmup_ms, rep_ms, reset=reset)
+
+
+def _error_text(err: BaseException) -> str:
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first_line}"[:300]
+
+
+def run_benchmark(cfg: Config) -> tuple[list[dict], list[dict]]:
+    """Run the sweep; returns (result rows, skipped providers with reasons)."""
+    skipped: list[dict] = []
+    active = []
+    for name in cfg.providers:
+        reason = provider_skip_reason(name, cfg.device, cfg.interpreter)
+        if reason:
+            skipped.append({"provider": name, "label": PROVIDERS[name].label(torch.device("cuda")), "reason": reason})
+            cfg.log(f"skipped {name}: {reason}")
+        else:
+            active.append(name)
+    if cfg.device.type != "cuda" and "torch" in cfg.providers:
+        reason = "no CUDA GPU: torch.nn.LSTM is timed on its CPU path instead ('torch.nn.LSTM (oneDNN)')"
+        # Not a provider of its own: recorded so that the JSON says cuDNN was not measured.
+        skipped.append({"provider": "cudnn", "label": "torch.nn.LSTM (cuDNN)", "reason": reason})
+        cfg.log(f"skipped cuDNN: {reason}")
+
+    rows: list[dict] = []
+    impl_cache: dict[tuple, str] = {}  # torch.nn.LSTM's real kernel per (dtype, mode)
+    for i, point in enumerate(cfg.points, 1):
+        w = make_workload(point, cfg.device, cfg.seed)
+        for name in active:
+            label = PROVIDERS[name].label(cfg.device)
+            base = {"provider": name, "label": label, **point.as_dict()}
+            reason = point_skip_reason(name, w.x)
+            try:
+                built = None if reason else PROVIDERS[name].build(w)
+                build_error = None
+            except Exception as err:  # noqa: BLE001 - record it for this point, keep sweeping
+                built, build_error = None, _error_text(err)
+            for mode in cfg.modes:
+                row = {**base, "mode": mode, "status": "ok", "error": None, "impl": None}
+                if reason:
+                    row.update(status="skipped", error=reason)
+                elif build_error:
+                    row.update(status="error", error=build_error)
+                else:
+                    row.update(_run_one(cfg, name, mode, built, w, impl_cache))
+                rows.append(row)
+                _log_row(cfg, i, row)
+            del built
+        del w
+        if cfg.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows, skipped
+
+
+def _run_one(cfg: Config, name: str, mode: str, built, w: Workload, impl_cache: dict) -> dict:
+    forward, params = built
+    try:
+        fn, grads = _timed_fn(forward, w, mode, params)
+        fn()  # one checked call first: a failure here is this point's error, not do_bench's
+        if cfg.device.type == "cuda":
+            torch.cuda.synchronize()
+        out: dict = {}
+        if name == "torch":
+            key = (w.point.dtype, mode)
+            if key not in impl_cache:
+                impl_cache[key] = torch_rnn_impl(fn)
+            out["impl"] = impl_cache[key]
+        t = measure(fn, cfg.device, grads, cfg.warmup_ms, cfg.rep_ms)
+        out.update(median_ms=t.median_ms, q20_ms=t.q20_ms, q80_ms=t.q80_ms, reps=t.reps, timing_method=t.method)
+        return out
+    except Exception as err:  # noqa: BLE001 - e.g. OOM or cuDNN bf16: record, keep sweeping
+        if cfg.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"status": "error", "error": _error_text(err)}
+    finally:
+        for t in params:
+            t.grad = None
+
+
+def _log_row(cfg: Config, i: int, row: dict) -> None:
+    where = f"[{i}/{len(cfg.points)}] B={row['batch']} H={row['hidden']} T={row['seq_len']} L={row['layers']} {row['dtype']}"
+    what = f"{row['provider']:<8} {row['mode']:<6}"
+    if row["status"] == "ok":
+        cfg.log(f"{where} {what} {row['median_ms']:.3f} ms")
+    else:
+        cfg.log(f"{where} {what} {row['status']}: {row['error']}")

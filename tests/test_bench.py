@@ -1,0 +1,156 @@
+"""The kernel benchmark harness (kernels.bench) on the CPU: outputs, skips, timing maths, parity."""
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import zlib
+
+import pytest
+import torch
+
+from kernels import bench
+from kernels.benchmark import providers as prov
+from kernels.benchmark.plot import draw_speedups
+from kernels.benchmark.report import CSV_FIELDS, add_speedups
+from kernels.benchmark.runner import Config, run_benchmark
+from kernels.benchmark.timing import quantile, time_cpu
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    return struct.unpack(">II", data[16:24])
+
+
+def test_cpu_smoke_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert bench.main(["--preset", "cpu-smoke", "--out", str(out), "--warmup", "1", "--rep", "2"]) == 0
+    printed = capsys.readouterr().out
+
+    payload = json.loads((out / "results.json").read_text())
+    meta = payload["metadata"]
+    for key in ("device", "driver", "torch", "triton", "cudnn", "python", "git_commit", "timestamp", "command"):
+        assert key in meta
+    assert meta["device_type"] == "cpu" and meta["driver"] is None
+    assert meta["command"].endswith("--preset cpu-smoke --out " + str(out) + " --warmup 1 --rep 2")
+
+    rows = payload["results"]  # 2 points x 3 CPU providers x 2 modes, all measured
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}
+    assert {r["provider"] for r in rows} == {"fallback", "torch", "naive"}
+    for r in rows:
+        assert 0 < r["q20_ms"] <= r["median_ms"] <= r["q80_ms"]
+        assert r["speedup_vs_torch"] > 0 and r["speedup_vs_naive"] > 0
+        if r["provider"] == "torch":
+            assert r["speedup_vs_torch"] == 1.0 and r["impl"] in ("oneDNN", "ATen")
+
+    # On the CPU: Triton (interpreter only) and cuDNN are skipped, with reasons, and said so.
+    skipped = {s["provider"]: s["reason"] for s in payload["skipped"]}
+    assert set(skipped) == {"triton", "cudnn"} and all(skipped.values())
+    assert "interpreter" in skipped["triton"] and payload["providers"]["triton"]["skipped"]
+    assert "skipped:" in printed and "vs torch" in printed and "torch.nn.LSTM (oneDNN)" in printed
+
+    with (out / "results.csv").open() as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == CSV_FIELDS
+        csv_rows = list(reader)
+    assert len(csv_rows) == 12 and all(float(r["median_ms"]) > 0 and r["torch"] for r in csv_rows)
+
+    png = (out / "plot.png").read_bytes()
+    canvas = draw_speedups(rows)
+    assert _png_size(png) == (canvas.width, canvas.height)
+    assert payload["plot"]["colors"] == {"fallback": "orange", "naive": "blue"}
+
+
+def test_point_skip_and_errors_are_recorded(monkeypatch):
+    """bf16 in the Triton interpreter is skipped per point; a failing provider is an error row."""
+
+    def broken(w):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setitem(prov.PROVIDERS, "naive", prov.Provider("naive", broken, "fails"))
+    point = prov.Point(2, 16, 3, 1, "bfloat16", 16)
+    cfg = Config([point], ["triton", "naive", "torch"], ["fwd"], torch.device("cpu"), 0.1, 0.1,
+                 interpreter=True, log=lambda _: None)
+    rows, skipped = run_benchmark(cfg)
+    by = {r["provider"]: r for r in rows}
+    assert by["triton"]["status"] == "skipped" and "bfloat16" in by["triton"]["error"]
+    assert by["naive"]["status"] == "error" and "simulated" in by["naive"]["error"]
+    assert by["torch"]["status"] == "ok"  # the sweep went on
+    add_speedups(rows)
+    assert by["naive"]["speedup_vs_torch"] is None
+
+
+def test_speedup_falls_back_to_fp16_baseline():
+    """cuDNN without bf16 RNNs: ours in bf16 is compared with torch.nn.LSTM in fp16, and says so."""
+    shape = {"batch": 16, "hidden": 768, "seq_len": 1024, "layers": 1, "input_size": 768, "mode": "fwd"}
+    rows = [
+        {**shape, "provider": "triton", "dtype": "bfloat16", "status": "ok", "median_ms": 2.0},
+        {**shape, "provider": "torch", "dtype": "bfloat16", "status": "error", "median_ms": None},
+        {**shape, "provider": "torch", "dtype": "float16", "status": "ok", "median_ms": 6.0},
+    ]
+    add_speedups(rows)
+    assert rows[0]["speedup_vs_torch"] == 3.0 and rows[0]["torch_baseline_dtype"] == "float16"
+
+
+def test_time_cpu_on_a_fake_clock():
+    now = [0.0]
+    durations = iter([10, 1, 2, 3, 4, 5, 6, 99])  # ms: estimate, 1 warm-up, then 5 timed calls
+    resets = []
+
+    def fn() -> None:
+        now[0] += next(durations) / 1e3
+
+    t = time_cpu(fn, warmup_ms=10, rep_ms=50, reset=lambda: resets.append(1), clock=lambda: now[0])
+    assert t.reps == 5 and t.samples_ms == pytest.approx([2, 3, 4, 5, 6])
+    assert (t.median_ms, t.q20_ms, t.q80_ms) == pytest.approx((4.0, 2.8, 5.2))
+    assert len(resets) == 7  # before every call, outside the timed region
+
+
+def test_quantile_matches_torch():
+    values = torch.rand(37, dtype=torch.float64)
+    for q in (0.2, 0.5, 0.8):
+        assert quantile(values.tolist(), q) == pytest.approx(torch.quantile(values, q).item())
+
+
+@pytest.mark.parametrize("name", ["triton", "fallback", "naive"])
+def test_providers_compute_what_torch_computes(name):
+    """Same weights, state and input: each provider's output and input gradient match torch.nn.LSTM's."""
+    w = prov.make_workload(prov.Point(3, 16, 5, 2, "float32", 8), torch.device("cpu"), seed=1)
+    results = {}
+    for p in (name, "torch"):
+        forward, _ = prov.PROVIDERS[p].build(w)
+        x = w.x.detach().requires_grad_(True)
+        y = forward(x)
+        y.backward(w.dy)
+        results[p] = (y.detach(), x.grad)
+    torch.testing.assert_close(results[name][0], results["torch"][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(results[name][1], results["torch"][1], atol=1e-5, rtol=1e-4)
+
+
+def test_presets_and_list_options():
+    parse = bench.build_parser().parse_args
+    cpu = torch.device("cpu")
+    opts = bench.resolve_options(parse(["--preset", "sweep", "--batch", "8,16", "32", "--dtype", "bf16"]), cpu)
+    assert opts["batch"] == [8, 16, 32] and opts["dtype"] == ["bfloat16"] and opts["seq_len"] == [512]
+    sweep = bench.PRESETS["sweep"]
+    assert len(sweep["batch"]) * len(sweep["hidden"]) == 20
+    assert bench.resolve_options(parse([]), cpu)["preset"] == "cpu-smoke"
+    assert bench.resolve_options(parse([]), torch.device("cuda"))["preset"] == "target"
+    with pytest.raises(ValueError, match="providers"):
+        bench.resolve_options(parse(["--providers", "triton,cudnnn"]), cpu)
+
+
+def test_png_is_decodable():
+    rows = [{"provider": p, "batch": 1, "hidden": 2, "seq_len": 3, "layers": 1, "dtype": "float32",
+             "mode": "fwd", "speedup_vs_torch": s} for p, s in (("triton", 4.0), ("naive", 0.02))]
+    canvas = draw_speedups(rows)
+    png = canvas.png()
+    assert _png_size(png) == (canvas.width, canvas.height)
+    idat_len = struct.unpack(">I", png[33:37])[0]
+    raw = zlib.decompress(png[41:41 + idat_len])
+    assert len(raw) == canvas.height * (1 + 3 * canvas.width)
+    assert bytes((214, 39, 40)) in raw and bytes((31, 119, 180)) in raw  # both bars drawn
