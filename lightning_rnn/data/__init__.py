@@ -15,3 +15,4 @@ __all__ = [
     "WikiText2",
     "batchify",
 ]
+from lightning_rnn.data.pair_datamodules import CharPairDataModule, GeneratedPairDataModule, PairsFileDataModule  # noqa: E402,F401  (seq2seq)
