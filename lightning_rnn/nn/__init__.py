@@ -5,6 +5,7 @@
 Same constructor, parameter names, shapes, forward and state_dicts as torch.nn, plus a
 `backend` argument ("auto" | "triton" | "torch"); `module.last_backend` tells which ran.
 """
+from . import autotune
 from .backend import Backend
 from .cells import GRUCell, LSTMCell, RNNCell
 from .rnn import GRU, LSTM, RNN

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .backend import Backend, check_backend_arg, resolve_backend
+from . import autotune
+from .backend import Backend, check_backend_arg, compute_dtype, resolve_backend
 from .functional import (
     LayerFn,
     State,
@@ -182,11 +183,35 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
         batched = self._check_forward(input, hx)
         backend = self._choose_backend(input)
+        if backend == "triton" and self.backend == "auto" and autotune.autotune_enabled(input.device):
+            backend = self.last_backend = self._faster_backend(input, hx, batched)
         if backend == "torch":
             return nn.LSTM.forward(self, input, hx)
         layer_fn = _triton_lstm_layer if backend == "triton" else self._cell_loop()
         y, (h, c) = self._run_stacked(input, hx, batched, layer_fn)
         return y, (h, c)
+
+
+    def _faster_backend(self, input: Tensor, hx: tuple[Tensor, Tensor] | None, batched: bool) -> str:
+        """Time Triton and torch.nn once for this configuration (see lightning_rnn.nn.autotune)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        with_backward = torch.is_grad_enabled() and bool(params)
+        key = ("LSTM", self.input_size, self.hidden_size, self.num_layers, self.bidirectional, self.proj_size,
+               self.bias, self.batch_first, tuple(input.shape), compute_dtype(input), with_backward)
+        x = input.detach()
+        states = tuple(s.detach() for s in hx) if hx is not None else None
+
+        def timed(run):
+            def fn() -> None:
+                y = run()[0]
+                if with_backward:  # gradients returned, not accumulated into .grad
+                    torch.autograd.grad(y.float().sum(), params, allow_unused=True)
+            return fn
+
+        return autotune.pick_fastest(key, {
+            "triton": timed(lambda: self._run_stacked(x, states, batched, _triton_lstm_layer)),
+            "torch": timed(lambda: nn.LSTM.forward(self, x, states)),
+        }, timer=autotune.cuda_timer)
 
 
 class GRU(_DropInRNNMixin, nn.GRU):
