@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(points, opts["providers"], opts["modes"], device, opts["warmup"], opts["rep"],
                  interpreter=args.interpreter, seed=args.seed)
     rows, skipped = run_benchmark(cfg)
-    report.add_speedups(rows)
+    report.add_speedups(rows, cudnn_only=device.type == "cuda")
 
     name = args.name or f"{dt.datetime.now():%Y%m%d-%H%M%S}-{opts['preset']}"
     out = args.out or Path("benchmarks") / "results" / name

@@ -166,7 +166,7 @@ def provider_skip_reason(name: str, device: torch.device, interpreter: bool) -> 
     if name != "triton":
         return None
     if device.type == "cpu" and not interpreter:
-        return ("no CUDA GPU: Triton on the CPU runs only in its interpreter, far too slow to be "
+        return ("running on the CPU, where Triton runs only in its interpreter: far too slow to be "
                 "worth timing (pass --interpreter to time it anyway, labelled 'interpreter')")
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         return "TRITON_INTERPRET=1 is not set (kernels.bench sets it with --interpreter before importing triton)"

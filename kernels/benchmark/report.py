@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -72,13 +73,21 @@ def collect_metadata(device: torch.device, argv: Sequence[str]) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
+        # Switches that change which kernels run (e.g. LIGHTNING_RNN_PERSISTENT, TRITON_INTERPRET).
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("LIGHTNING_RNN_", "TRITON_"))
+                or k == "CUDA_VISIBLE_DEVICES"},
         "git_commit": _run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"]),
     }
 
 
-def add_speedups(rows: list[dict]) -> None:
-    """speedup_vs_X = X's median / this row's median (> 1: this row is faster), same shape and mode."""
-    ok = {(r["provider"], r["mode"], r["dtype"], _shape(r)): r for r in rows if r["status"] == "ok"}
+def add_speedups(rows: list[dict], cudnn_only: bool = False) -> None:
+    """speedup_vs_X = X's median / this row's median (> 1: this row is faster), same shape and mode.
+
+    With `cudnn_only` (on CUDA), a torch.nn.LSTM row that did not run cuDNN is no baseline:
+    the comparison moves on to the next dtype, as if cuDNN had failed.
+    """
+    ok = {(r["provider"], r["mode"], r["dtype"], _shape(r)): r for r in rows if r["status"] == "ok"
+          and not (cudnn_only and r["provider"] == "torch" and r.get("impl") != "cuDNN")}
     for r in rows:
         for base in ("torch", "naive"):
             r[f"speedup_vs_{base}"] = r[f"{base}_baseline_dtype"] = None

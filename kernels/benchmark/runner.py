@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .providers import PROVIDERS, Point, Workload, make_workload, point_skip_reason, provider_skip_reason, torch_rnn_impl
+from .providers import (PROVIDERS, Point, Workload, make_workload, point_skip_reason, provider_skip_reason,
+                        torch_rnn_impl)
 from .timing import Timing, time_cpu, time_cuda
 
 MODES: dict[str, str] = {
@@ -81,7 +82,7 @@ def run_benchmark(cfg: Config) -> tuple[list[dict], list[dict]]:
         else:
             active.append(name)
     if cfg.device.type != "cuda" and "torch" in cfg.providers:
-        reason = "no CUDA GPU: torch.nn.LSTM is timed on its CPU path instead ('torch.nn.LSTM (oneDNN)')"
+        reason = "running on the CPU: torch.nn.LSTM is timed on its CPU path instead ('torch.nn.LSTM (oneDNN)')"
         # Not a provider of its own: recorded so that the JSON says cuDNN was not measured.
         skipped.append({"provider": "cudnn", "label": "torch.nn.LSTM (cuDNN)", "reason": reason})
         cfg.log(f"skipped cuDNN: {reason}")
@@ -107,6 +108,9 @@ def run_benchmark(cfg: Config) -> tuple[list[dict], list[dict]]:
                     row.update(status="error", error=build_error)
                 else:
                     row.update(_run_one(cfg, name, mode, built, w, impl_cache))
+                    if cfg.device.type == "cuda" and row["impl"] not in (None, "cuDNN"):
+                        # e.g. bf16 before cuDNN 9.13: torch.nn.LSTM quietly runs ATen's cell loop
+                        row["label"] = f"torch.nn.LSTM ({row['impl']}, not cuDNN)"
                 rows.append(row)
                 _log_row(cfg, i, row)
             del built
@@ -142,7 +146,8 @@ def _run_one(cfg: Config, name: str, mode: str, built, w: Workload, impl_cache: 
 
 
 def _log_row(cfg: Config, i: int, row: dict) -> None:
-    where = f"[{i}/{len(cfg.points)}] B={row['batch']} H={row['hidden']} T={row['seq_len']} L={row['layers']} {row['dtype']}"
+    where = (f"[{i}/{len(cfg.points)}] B={row['batch']} H={row['hidden']} T={row['seq_len']} "
+             f"L={row['layers']} {row['dtype']}")
     what = f"{row['provider']:<8} {row['mode']:<6}"
     if row["status"] == "ok":
         cfg.log(f"{where} {what} {row['median_ms']:.3f} ms")
