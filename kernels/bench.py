@@ -44,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="named configuration (default: target on CUDA, cpu-smoke on the CPU); "
                         "the list options below override its fields")
+    helps = {"--input-size": "default: = hidden", "--dtype": "float32|float16|bfloat16 (fp32, fp16, bf16)",
+             "--providers": "triton,fallback,torch,naive (default: all)", "--modes": "fwd,fwdbwd (default: both)"}
     for flag, kind in (("--batch", int), ("--hidden", int), ("--seq-len", int), ("--layers", int),
                        ("--input-size", int), ("--dtype", str), ("--providers", str), ("--modes", str)):
-        p.add_argument(flag, type=_list(kind), nargs="+", metavar="V[,V...]")
+        p.add_argument(flag, type=_list(kind), nargs="+", metavar="V[,V...]", help=helps.get(flag))
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--warmup", type=float, help="warm-up budget per measurement, ms (default 25)")
     p.add_argument("--rep", type=float, help="timed budget per measurement, ms (default 100)")
