@@ -44,14 +44,15 @@ class Regressor(torch.nn.Module):
 
 
 def train(backend: str, steps: int, hidden: int, length: int, batch: int, seed: int) -> tuple[list[float], float, str]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
-    model = Regressor(hidden, backend)
+    model = Regressor(hidden, backend).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     data = torch.Generator().manual_seed(seed)
     losses = []
     start = time.perf_counter()
     for _ in range(steps):
-        x, y = adding_problem(batch, length, data)
+        x, y = (t.to(device) for t in adding_problem(batch, length, data))
         loss = torch.nn.functional.mse_loss(model(x), y)
         optimizer.zero_grad()
         loss.backward()

@@ -13,6 +13,11 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+#: Where the Triton kernel runs in this test session: the GPU, or the CPU through the interpreter.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+requires_triton_interpreter = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="exercises the Triton CPU interpreter path"
+)
 
 
 @pytest.fixture

@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from lightning_rnn.nn import LSTM, autotune
+from tests.conftest import requires_triton_interpreter
+
+pytestmark = requires_triton_interpreter
 
 
 @pytest.fixture

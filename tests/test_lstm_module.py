@@ -138,11 +138,11 @@ def test_state_dict_round_trips_both_ways():
 
 
 def test_unbatched_input_matches_torch():
-    theirs = torch.nn.LSTM(3, 4, num_layers=2)
+    theirs = torch.nn.LSTM(3, 4, num_layers=2).to(DEVICE)
     for backend in ["torch", "triton"]:
-        ours = LSTM(3, 4, num_layers=2, backend=backend)
+        ours = LSTM(3, 4, num_layers=2, backend=backend).to(DEVICE)
         ours.load_state_dict(theirs.state_dict())
-        x, h0, c0 = torch.randn(6, 3), torch.randn(2, 4), torch.randn(2, 4)
+        x, h0, c0 = (torch.randn(shape, device=DEVICE) for shape in [(6, 3), (2, 4), (2, 4)])
         y, (h, c) = ours(x, (h0, c0))
         y_ref, (h_ref, c_ref) = theirs(x, (h0, c0))
         assert y.shape == (6, 4) and h.shape == (2, 4)
@@ -151,10 +151,10 @@ def test_unbatched_input_matches_torch():
 
 
 def test_dropout_between_layers_only_in_training():
-    ours = LSTM(3, 8, num_layers=2, dropout=0.5, backend="triton")
-    theirs = torch.nn.LSTM(3, 8, num_layers=2, dropout=0.5)
+    ours = LSTM(3, 8, num_layers=2, dropout=0.5, backend="triton").to(DEVICE)
+    theirs = torch.nn.LSTM(3, 8, num_layers=2, dropout=0.5).to(DEVICE)
     theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(4, 2, 3)
+    x = torch.randn(4, 2, 3, device=DEVICE)
     ours.eval(), theirs.eval()
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], atol=1e-5, rtol=1e-5)
     ours.train()
@@ -162,7 +162,8 @@ def test_dropout_between_layers_only_in_training():
     assert not torch.allclose(y1, y2), "training-mode dropout between layers should be random"
 
 
-def test_auto_backend_and_fallback_reason_logged_once(caplog):
+def test_auto_backend_and_fallback_reason_logged_once(caplog, monkeypatch):
+    monkeypatch.setenv("LIGHTNING_RNN_AUTOTUNE", "0")  # "auto" = Triton wherever it can run
     m = LSTM(3, 4, backend="auto").double()
     x = torch.randn(2, 1, 3, dtype=torch.float64)
     with caplog.at_level(logging.DEBUG, logger="lightning_rnn"):
@@ -171,8 +172,8 @@ def test_auto_backend_and_fallback_reason_logged_once(caplog):
     assert m.last_backend == "torch"
     reasons = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
     assert len(reasons) <= 1  # logged once per process and reason (maybe earlier in the session)
-    m32 = LSTM(3, 4, backend="auto")
-    m32(x.float())
+    m32 = LSTM(3, 4, backend="auto").to(DEVICE)
+    m32(x.float().to(DEVICE))
     assert m32.last_backend == ("triton")  # CPU + TRITON_INTERPRET=1, or CUDA
 
 
