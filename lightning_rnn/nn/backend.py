@@ -85,3 +85,28 @@ def resolve_backend(requested: str, x: Tensor, unsupported: str | None = None) -
         _logged_fallbacks.add(reason)
         logger.debug("lightning_rnn: falling back from Triton to PyTorch: %s", reason)
     return torch_backend_for(x)
+
+
+class BackendChoice:
+    """Mixin for the drop-in modules: the `backend` argument, `last_backend`, and the choice per call."""
+
+    backend: str
+    last_backend: str | None
+    _has_triton_kernel = False  # only the LSTM modules have one so far
+
+    def _setup_backend(self, backend: str) -> None:
+        check_backend_arg(backend)
+        if backend == "triton" and not self._has_triton_kernel:
+            raise ValueError(
+                f"backend='triton' is not available for {type(self).__name__} yet: only LSTM and LSTMCell "
+                "have a Triton kernel; use backend='auto' or 'torch'"
+            )
+        self.backend = backend
+        self.last_backend = None
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", backend={self.backend!r}"  # type: ignore[misc]
+
+    def _choose_backend(self, x: Tensor) -> str:
+        self.last_backend = resolve_backend(self.backend if self._has_triton_kernel else "torch", x)
+        return self.last_backend

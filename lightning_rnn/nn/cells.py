@@ -8,32 +8,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .backend import Backend, check_backend_arg, resolve_backend
+from .backend import Backend, BackendChoice
 from .functional import gru_cell, lstm_cell, rnn_cell
 from .validation import check_float_tensor, check_matches_parameters, check_state
 
 
-class _DropInCellMixin:
+class _DropInCellMixin(BackendChoice):
     input_size: int
     hidden_size: int
     weight_ih: Tensor
-    backend: str
-    last_backend: str | None
-    _has_triton_kernel = False
-
-    def _setup_backend(self, backend: str) -> None:
-        check_backend_arg(backend)
-        if backend == "triton" and not self._has_triton_kernel:
-            raise ValueError(
-                f"backend='triton' is not available for {type(self).__name__} yet: only LSTMCell has a "
-                "Triton kernel; use backend='auto' or 'torch'"
-            )
-        self.backend = backend
-        self.last_backend = None
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", backend={self.backend!r}"  # type: ignore[misc]
-
     def _check_forward(self, input: object, states: tuple[object, ...] | None, names: tuple[str, ...]) -> bool:
         """Check input (N, H_in) or (H_in,) and states (N, H) or (H,); return whether batched."""
         owner = type(self).__name__
@@ -56,10 +39,6 @@ class _DropInCellMixin:
     def _weights(self) -> tuple[Tensor | None, ...]:
         return (self.weight_ih, getattr(self, "weight_hh"), getattr(self, "bias_ih", None),
                 getattr(self, "bias_hh", None))
-
-    def _choose_backend(self, x: Tensor) -> str:
-        self.last_backend = resolve_backend(self.backend if self._has_triton_kernel else "torch", x)
-        return self.last_backend
 
 
 def _autocast_output(t: Tensor) -> Tensor:
@@ -117,7 +96,7 @@ class GRUCell(_DropInCellMixin, nn.GRUCell):
         self._setup_backend(backend)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        batched = self._check_forward(input, None if hx is None else (hx,), ("hx",))
+        self._check_forward(input, None if hx is None else (hx,), ("hx",))
         if self._choose_backend(input) == "torch":
             return nn.GRUCell.forward(self, input, hx)
         h = hx if hx is not None else input.new_zeros(input.shape[:-1] + (self.hidden_size,))
@@ -138,7 +117,7 @@ class RNNCell(_DropInCellMixin, nn.RNNCell):
         self._setup_backend(backend)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        batched = self._check_forward(input, None if hx is None else (hx,), ("hx",))
+        self._check_forward(input, None if hx is None else (hx,), ("hx",))
         if self._choose_backend(input) == "torch":
             return nn.RNNCell.forward(self, input, hx)
         h = hx if hx is not None else input.new_zeros(input.shape[:-1] + (self.hidden_size,))

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import autotune
-from .backend import Backend, check_backend_arg, compute_dtype, resolve_backend
+from .backend import Backend, BackendChoice, compute_dtype, resolve_backend
 from .functional import (
     LayerFn,
     State,
@@ -36,7 +36,7 @@ def _triton_lstm_layer(x: Tensor, state: State, weights: Sequence[Tensor | None]
     return y, (h, c)
 
 
-class _DropInRNNMixin:
+class _DropInRNNMixin(BackendChoice):
     """What LSTM, GRU and RNN share: checks, backend choice, the stacked loop for non-torch paths."""
 
     # Provided by torch.nn.RNNBase:
@@ -48,23 +48,6 @@ class _DropInRNNMixin:
     dropout: float
     training: bool
     weight_ih_l0: Tensor
-
-    backend: str
-    last_backend: str | None
-    _has_triton_kernel = False
-
-    def _setup_backend(self, backend: str) -> None:
-        check_backend_arg(backend)
-        if backend == "triton" and not self._has_triton_kernel:
-            raise ValueError(
-                f"backend='triton' is not available for {type(self).__name__} yet: only LSTM has a "
-                "Triton kernel; use backend='auto' or 'torch'"
-            )
-        self.backend = backend
-        self.last_backend = None
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", backend={self.backend!r}"  # type: ignore[misc]
 
     @property
     def _num_directions(self) -> int:
@@ -97,11 +80,6 @@ class _DropInRNNMixin:
     def _cell_loop(self) -> LayerFn:
         """Our plain PyTorch layer loop for this module's cell: the fallback where torch.nn cannot run."""
         raise NotImplementedError
-
-    def _choose_backend(self, x: Tensor) -> str:
-        requested = self.backend if self._has_triton_kernel else "torch"
-        self.last_backend = resolve_backend(requested, x)
-        return self.last_backend
 
     def _run_stacked(self, input: Tensor, states: Sequence[Tensor] | None, batched: bool,
                      layer_fn: LayerFn) -> tuple[Tensor, State]:
@@ -214,7 +192,24 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         }, timer=autotune.cuda_timer)
 
 
-class GRU(_DropInRNNMixin, nn.GRU):
+class _SingleStateRNN(_DropInRNNMixin):
+    """GRU and RNN: one state tensor hx, and (for now) no Triton kernel."""
+
+    def forward(  # type: ignore[override]
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        torch_forward = super().forward  # torch.nn.GRU / torch.nn.RNN, next in the MRO
+        if isinstance(input, PackedSequence):
+            self.last_backend = "torch"
+            return torch_forward(input, hx)
+        batched = self._check_forward(input, None if hx is None else (hx,))
+        if self._choose_backend(input) == "torch":
+            return torch_forward(input, hx)
+        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, self._cell_loop())
+        return y, h
+
+
+class GRU(_SingleStateRNN, nn.GRU):
     """`torch.nn.GRU` with input checks and a `backend` argument (PyTorch path only, for now).
 
     Shapes: input (L, N, H_in) [(N, L, H_in) with batch_first, (L, H_in) unbatched];
@@ -243,20 +238,9 @@ class GRU(_DropInRNNMixin, nn.GRU):
     def _cell_loop(self) -> LayerFn:
         return single_state_layer_loop(gru_cell)
 
-    def forward(  # type: ignore[override]
-        self, input: Tensor | PackedSequence, hx: Tensor | None = None
-    ) -> tuple[Tensor | PackedSequence, Tensor]:
-        if isinstance(input, PackedSequence):
-            self.last_backend = "torch"
-            return nn.GRU.forward(self, input, hx)
-        batched = self._check_forward(input, None if hx is None else (hx,))
-        if self._choose_backend(input) == "torch":
-            return nn.GRU.forward(self, input, hx)
-        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, self._cell_loop())
-        return y, h
 
 
-class RNN(_DropInRNNMixin, nn.RNN):
+class RNN(_SingleStateRNN, nn.RNN):
     """`torch.nn.RNN` (Elman, tanh or relu) with input checks and a `backend` argument
     (PyTorch path only, for now). Shapes as for GRU."""
 
@@ -283,14 +267,3 @@ class RNN(_DropInRNNMixin, nn.RNN):
     def _cell_loop(self) -> LayerFn:
         return single_state_layer_loop(functools.partial(rnn_cell, nonlinearity=self.nonlinearity))
 
-    def forward(  # type: ignore[override]
-        self, input: Tensor | PackedSequence, hx: Tensor | None = None
-    ) -> tuple[Tensor | PackedSequence, Tensor]:
-        if isinstance(input, PackedSequence):
-            self.last_backend = "torch"
-            return nn.RNN.forward(self, input, hx)
-        batched = self._check_forward(input, None if hx is None else (hx,))
-        if self._choose_backend(input) == "torch":
-            return nn.RNN.forward(self, input, hx)
-        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, self._cell_loop())
-        return y, h
