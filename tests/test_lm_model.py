@@ -10,6 +10,17 @@ import torch.nn.functional as F
 from lightning_rnn.data import TextDataModule, batchify
 from lightning_rnn.lm import LanguageModel
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and two threads fighting other
+    processes for 2 shared cores are many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 TRAIN = "def add(a, b):\n    return a + b\n\nclass Point:\n    x = 0\n" * 12
 VALID = "def sub(a, b):\n    return a - b\n" * 3
 TEST = "class Line:\n    y = 1\n" * 3
