@@ -51,7 +51,8 @@ def _quiet_known_warnings() -> None:
 
 def build_cli(args: Sequence[str] | None, run: bool = True):
     """Create (and by default run) the LightningCLI for ``fit``/``validate``/``test`` args
-    (``None``: read ``sys.argv``)."""
+    (``None``: read ``sys.argv``). With ``run=False`` there is no subcommand: ``args`` are
+    just the options, and the caller drives ``cli.trainer`` itself."""
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Callback
 
 from lightning_rnn.cli import _quiet_known_warnings, build_cli
@@ -39,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo: recipe not found at {RECIPE}; run it from a clone of the repository", file=sys.stderr)
         return 1
     _quiet_known_warnings()
-    args = ["fit", "--config", str(RECIPE), "--model.init_args.backend", "torch",
+    # One thread: this model's per-step matrices are small, so a second thread gains little,
+    # and on a busy machine two threads contending for two cores run many times slower.
+    torch.set_num_threads(1)
+    args = ["--config", str(RECIPE), "--model.init_args.backend", "torch",
             "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_time", TIME_LIMIT,
             *(argv or [])]
     run = build_cli(args, run=False)

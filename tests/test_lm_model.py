@@ -119,6 +119,16 @@ def test_validation_perplexity_is_exp_of_mean_token_nll_over_the_split(tmp_path)
     assert streams.shape[1] - 1 > 5 and (streams.shape[1] - 1) % 5 != 0  # several windows, a short last one
 
 
+def test_validate_before_fit_then_fit_again(tmp_path):
+    datamodule = char_data(tmp_path, bptt=20)
+    model = tiny_model(datamodule.vocab_size)
+    fit = trainer(tmp_path, limit_train_batches=3, limit_val_batches=2)
+    before = fit.validate(model, datamodule, verbose=False)[0]["val_ppl"]
+    fit.fit(model, datamodule)
+    after = fit.validate(model, datamodule, verbose=False)[0]["val_ppl"]
+    assert after < before
+
+
 def greedy_by_full_recompute(model: LanguageModel, ids: list[int], steps: int) -> list[int]:
     """Reference greedy decoding that re-reads the whole prefix each step (no carried state)."""
     ids = list(ids)

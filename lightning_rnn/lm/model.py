@@ -152,11 +152,15 @@ class LanguageModel(LightningModule):
     def on_train_epoch_start(self) -> None:
         self._states["train"] = None
 
+    # Metrics are reset at epoch start, not end: a reset re-creates their state tensors, and
+    # tensors created under Trainer.validate's inference mode cannot be updated later by fit.
     def on_validation_epoch_start(self) -> None:
         self._states["val"] = None
+        self.nll["val"].reset()
 
     def on_test_epoch_start(self) -> None:
         self._states["test"] = None
+        self.nll["test"].reset()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step("train", batch)
@@ -172,7 +176,6 @@ class LanguageModel(LightningModule):
     def _log_perplexity(self, split: str) -> None:
         # token-weighted mean NLL over the whole split, summed across ranks by torchmetrics
         mean_nll = self.nll[split].compute()
-        self.nll[split].reset()
         self.log(f"{split}_loss", mean_nll)
         self.log(f"{split}_ppl", mean_nll.exp(), prog_bar=True)
 
