@@ -19,6 +19,7 @@ from lightning_rnn.seq2seq import Seq2Seq
 from lightning_rnn.seq2seq import translate
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+GENERATED = ["--data", "lightning_rnn.data.pair_datamodules.GeneratedPairDataModule"]
 
 
 @pytest.mark.parametrize(
@@ -29,20 +30,23 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
         ("seq2seq_addition.yaml", ["--model.init_args.peeky", "false", "--model.init_args.reverse_source", "false"],
          {"reverse_source": False, "peeky": False}),
         ("seq2seq_date_attention.yaml", [], {"reverse_source": True, "attention": "dot", "hidden_size": 256}),
+        ("seq2seq_addition.yaml", [*GENERATED, "--data.init_args.task", "addition"], {"peeky": True}),
+        ("seq2seq_date_attention.yaml", [*GENERATED, "--data.init_args.task", "date"], {"attention": "dot"}),
     ],
-    ids=["addition-reverse-peeky", "addition-reverse", "addition-plain", "date-attention"],
+    ids=["addition-reverse-peeky", "addition-reverse", "addition-plain", "date-attention",
+         "addition-generated", "date-generated"],
 )
 def test_recipes_parse_and_link_the_vocabulary(recipe, overrides, expected):
-    cli_probe = build_cli  # instantiate only: model and data built, nothing trained
-    path = RECIPES / recipe
     data_file = "dlfs2-seq2seq/addition.txt" if "addition" in recipe else "dlfs2-seq2seq/date.txt"
-    if not resolve_data_path(data_file).exists():
+    if GENERATED[1] not in overrides and not resolve_data_path(data_file).exists():
         pytest.skip(f"{data_file} absent: set LIGHTNING_RNN_DATA to the folder holding dlfs2-seq2seq/")
-    cli = cli_probe(["--config", str(path), *overrides], run=False)
+    cli = build_cli(["--config", str(RECIPES / recipe), *overrides], run=False)  # build, don't train
     assert isinstance(cli.model, Seq2Seq)
     assert cli.model.hparams.vocab_size == cli.datamodule.vocab_size
     for key, value in expected.items():
         assert cli.model.hparams[key] == value
+    if GENERATED[1] in overrides:
+        assert isinstance(cli.datamodule, GeneratedPairDataModule) and cli.datamodule.batch_size == 128
 
 
 def _write_copy_reverse_tsv(path: Path) -> None:
@@ -133,3 +137,6 @@ def test_two_process_ddp_trains_and_syncs_metrics(tmp_path):
     for name in ("val_loss", "val_token_accuracy", "val_exact_match", "val_cer", "val_bleu"):
         assert per_rank[0][name] == pytest.approx(whole[name], abs=1e-5), name
     assert whole["val_token_accuracy"] > 0.3  # it trained (chance is about 1/11)
+    # decoded examples are kept for inspection: (source, decoded, reference) of the first batch
+    val_pairs = datamodule().splits["val"][:3]
+    assert [(src, ref) for src, _, ref in single.examples] == val_pairs

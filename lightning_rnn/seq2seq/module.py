@@ -145,9 +145,15 @@ class Seq2Seq(L.LightningModule):
         self._eval_step(batch, batch_idx, "test")
 
     def _print_examples(self, stage: str) -> None:
+        """Print this epoch's examples; loggers that take text (TensorBoard) get them too."""
+        lines = []
         for src, hyp, ref in self.examples:
             mark = "ok" if hyp == ref else "WRONG"
-            rank_zero_info(f"[{stage} epoch {self.current_epoch}] {src!r} -> {hyp!r} (reference {ref!r}) {mark}")
+            lines.append(f"{src!r} -> {hyp!r} (reference {ref!r}) {mark}")
+            rank_zero_info(f"[{stage} epoch {self.current_epoch}] {lines[-1]}")
+        experiment = getattr(self.logger, "experiment", None) if self._trainer is not None else None
+        if lines and self.global_rank == 0 and hasattr(experiment, "add_text"):
+            experiment.add_text(f"{stage}_examples", "  \n".join(lines), self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._print_examples("val")
