@@ -203,9 +203,13 @@ class LanguageModel(LightningModule):
                 f"vocab_size={self.hparams.vocab_size}"
             )
         if self.vocab is not None and vocab != self.vocab:
+            first = next((i for i, (a, b) in enumerate(zip(vocab.itos, self.vocab.itos)) if a != b), None)
+            if first is None:
+                detail = f"levels differ: {vocab.level} vs {self.vocab.level}"
+            else:
+                detail = f"token id {first} is {vocab.itos[first]!r} there but {self.vocab.itos[first]!r} here"
             raise ValueError(
-                f"the {source} vocabulary ({len(vocab)} {vocab.level} tokens) does not match the one this "
-                f"model uses ({len(self.vocab)} {self.vocab.level} tokens, first differing token ids differ): "
+                f"the {source} vocabulary does not match the one this model uses ({detail}): "
                 "a checkpoint only fits data with the vocabulary it was trained on"
             )
         self.vocab = vocab
