@@ -114,3 +114,13 @@ def test_pairs_file_datamodule_word_tokens(tmp_path):
     dm.setup("fit")
     src, tgt = next(iter(dm.train_dataloader()))
     assert src.shape == (4, 3) and tgt.shape == (4, 5)  # 3 words; <bos> 3 words <eos>
+
+
+def test_pairs_file_unknown_tokens_in_held_out_files_become_unk(tmp_path):
+    (tmp_path / "train.tsv").write_text("ab\tba\nba\tab\n")
+    (tmp_path / "val.tsv").write_text("az\tza\n")
+    dm = PairsFileDataModule(str(tmp_path / "train.tsv"), val_file=str(tmp_path / "val.tsv"))
+    dm.setup("fit")
+    src, tgt = next(iter(dm.val_dataloader()))
+    assert src.tolist() == [[dm.vocab.encode("a")[0], UNK]]
+    assert tgt.tolist() == [[BOS, UNK, dm.vocab.encode("a")[0], EOS]]

@@ -35,6 +35,8 @@ from lightning_rnn.data.pairs import (
 class _PairDataModule(L.LightningDataModule):
     """Shared loaders; subclasses implement :meth:`_load` returning splits and vocabulary."""
 
+    unknown = "error"  # what PairDataset does with a token outside the vocabulary
+
     def __init__(self, batch_size: int, num_workers: int) -> None:
         super().__init__()
         if batch_size < 1:
@@ -75,10 +77,9 @@ class _PairDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        unknown = "unk" if isinstance(self, PairsFileDataModule) else "error"
         for name, pairs in self.splits.items():
             if name not in self._datasets:
-                self._datasets[name] = PairDataset(pairs, self.vocab, unknown=unknown)
+                self._datasets[name] = PairDataset(pairs, self.vocab, unknown=self.unknown)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -198,6 +199,8 @@ class PairsFileDataModule(_PairDataModule):
     Args:
         tokens: ``"char"`` (characters) or ``"word"`` (whitespace-separated words).
     """
+
+    unknown = "unk"  # held-out files may use tokens the training file never showed
 
     def __init__(
         self,
