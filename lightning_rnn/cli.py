@@ -117,7 +117,8 @@ def generate_main(argv: list[str]) -> int:
         text = model.generate(opts.prompt, opts.max_new_tokens, opts.temperature, opts.top_k, opts.seed)
     except ValueError as err:
         parser.error(str(err))
-    separator = " " if model.vocab.level == "word" and not opts.prompt.endswith(("\n", " ")) else ""
+    needs_space = model.vocab.level == "word" and not opts.prompt.endswith(("\n", " ")) and not text.startswith("\n")
+    separator = " " if needs_space else ""
     print(opts.prompt + separator + text)
     return 0
 
