@@ -92,7 +92,7 @@ def test_translate_reads_stdin_and_reports_bad_lines(trained_checkpoint, capsys,
     out = capsys.readouterr()
     assert out.out.split("\n")[:4] == ["cba", "", "", "dd"]  # one output line per input line
     assert "input 2: character 'z' at position 2 of 'abz' is not in the vocabulary" in out.err
-    assert "input 3: input 0 is empty" in out.err
+    assert "input 3: empty source: nothing to translate" in out.err
 
 
 def test_translate_rejects_a_missing_checkpoint(tmp_path, capsys):

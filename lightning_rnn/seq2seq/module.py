@@ -183,7 +183,8 @@ class Seq2Seq(L.LightningModule):
         for i, text in enumerate(texts):
             ids = self.vocab.encode(text.strip())
             if not ids:
-                raise ValueError(f"input {i} is empty: nothing to translate")
+                where = f" (text {i})" if len(texts) > 1 else ""
+                raise ValueError(f"empty source{where}: nothing to translate")
             rows.append(torch.tensor(ids, dtype=torch.long))
         source = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD).to(self.device)
         was_training = self.training
