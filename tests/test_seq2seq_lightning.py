@@ -140,3 +140,16 @@ def test_two_process_ddp_trains_and_syncs_metrics(tmp_path):
     # decoded examples are kept for inspection: (source, decoded, reference) of the first batch
     val_pairs = datamodule().splits["val"][:3]
     assert [(src, ref) for src, _, ref in single.examples] == val_pairs
+
+
+@pytest.mark.parametrize("recipe,task", [("seq2seq_addition.yaml", "addition"), ("seq2seq_date_attention.yaml", "date")],
+                         ids=["addition", "date"])
+def test_recipe_runs_a_tiny_step_on_generated_data(recipe, task, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs/ lands in tmp_path
+    small = ["--data.init_args.train_size=64", "--data.init_args.val_size=16", "--data.init_args.test_size=16",
+             "--data.init_args.batch_size=8"]
+    run = build_cli(["fit", "--config", str(RECIPES / recipe), *GENERATED, f"--data.init_args.task={task}", *small,
+                     "--model.init_args.hidden_size=16", "--model.init_args.backend=torch",
+                     "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"])
+    assert run.trainer.global_step == 1
+    assert run.model.vocab is run.datamodule.vocab  # handed over at setup, saved in checkpoints
