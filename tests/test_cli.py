@@ -6,21 +6,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 
 from lightning_rnn import cli
 from lightning_rnn.data import TextDataModule
 from lightning_rnn.lm import LanguageModel
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and two threads fighting other
-    processes for 2 shared cores are many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEXT = "for i in range(10):\n    print(i)\n" * 20

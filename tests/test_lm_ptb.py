@@ -8,14 +8,7 @@ from lightning_rnn.data import PennTreebank, batchify
 from lightning_rnn.lm import LanguageModel
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and two threads fighting other
-    processes for 2 shared cores are many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TRAIN_WINDOWS, VAL_WINDOWS, BPTT, EVAL_STREAMS = 200, 10, 35, 64

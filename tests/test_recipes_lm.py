@@ -3,21 +3,13 @@
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from lightning_rnn import cli
 from lightning_rnn.data.text import default_data_root
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second thread, and two threads fighting other
-    processes for 2 shared cores are many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -100,7 +100,7 @@ def test_vocab_decode_stops_at_eos_and_unknown_tokens():
 def test_malformed_pairs_file_line_is_reported_with_its_number(tmp_path, line, problem):
     path = tmp_path / "pairs.tsv"
     path.write_text(f"hello\tbonjour\n\nthanks\tmerci\n{line}\n")
-    with pytest.raises(ValueError, match=rf"pairs.tsv:4: expected 'source<TAB>target'"):
+    with pytest.raises(ValueError, match=r"pairs.tsv:4: expected 'source<TAB>target'"):
         read_tsv_pairs(path)
 
 

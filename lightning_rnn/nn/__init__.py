@@ -5,9 +5,9 @@
 Same constructor, parameter names, shapes, forward and state_dicts as torch.nn, plus a
 `backend` argument ("auto" | "triton" | "torch"); `module.last_backend` tells which ran.
 """
-from . import autotune  # noqa: F401  (lightning_rnn.nn.autotune: the GPU backend chooser)
+from . import autotune  # the GPU backend chooser (lightning_rnn.nn.autotune)
 from .backend import Backend
 from .cells import GRUCell, LSTMCell, RNNCell
 from .rnn import GRU, LSTM, RNN
 
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Backend"]
+__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "Backend", "autotune"]

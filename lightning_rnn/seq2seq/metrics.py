@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore, CharErrorRate
