@@ -63,10 +63,9 @@ class _LSTMLayerFunction(torch.autograd.Function):
         dev = x.device
         w_hh = w_hh.contiguous()
 
-        xg = torch.addmm(bias, x.reshape(T * B, I).float(), w_ih.float().t()) if bias is not None else (
-            x.reshape(T * B, I).float() @ w_ih.float().t()
-        )
-        xg = xg.view(T, B, 4 * H)
+        xg = (x.reshape(T * B, I).float() @ w_ih.float().t()).view(T, B, 4 * H)  # all steps, one GEMM
+        if bias is not None:
+            xg += bias
 
         hs = _empty(T + 1, B, R, device=dev)  # hs[t] = h_{t-1}; hs[0] = h0
         cs = _empty(T + 1, B, H, device=dev)
@@ -77,18 +76,19 @@ class _LSTMLayerFunction(torch.autograd.Function):
         w_hr32 = w_hr.float() if w_hr is not None else None
 
         persistent = persistent_enabled() and can_run_persistent(B, H, w_hr is not None, dev, INTERPRETED)
-        BB, BH, BK = _block_sizes(B, H, R)
-        grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
         if persistent:
             persistent_forward(xg, hs, cs, gates, w_hh, INTERPRETED)
-        for t in range(0 if persistent else T):
-            lstm_forward_step_kernel[grid](
-                xg[t], hs[t], cs[t], w_hh, h_cell[t], cs[t + 1], gates[t],
-                B, H, R, w_hh.stride(0),
-                BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
-            )
-            if w_hr32 is not None:
-                torch.mm(h_cell[t], w_hr32.t(), out=hs[t + 1])
+        else:
+            BB, BH, BK = _block_sizes(B, H, R)
+            grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
+            for t in range(T):
+                lstm_forward_step_kernel[grid](
+                    xg[t], hs[t], cs[t], w_hh, h_cell[t], cs[t + 1], gates[t],
+                    B, H, R, w_hh.stride(0),
+                    BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+                )
+                if w_hr32 is not None:
+                    torch.mm(h_cell[t], w_hr32.t(), out=hs[t + 1])
 
         ctx.save_for_backward(x, w_ih, w_hh, w_hr, hs, cs, gates, h_cell if w_hr is not None else None)
         ctx.has_bias = bias is not None
