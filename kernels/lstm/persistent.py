@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .triton_kernels import _sigmoid, _tanh
+from .triton_kernels import _cell_backward, _cell_forward, _load_gates, _store_gates
 
 
 def persistent_enabled() -> bool:
@@ -80,20 +80,17 @@ def lstm_forward_persistent_kernel(
             # h_{t-1} was written by every program: read it from L2, not a stale L1 line.
             h = tl.load(hs_ptr + t * B * H + offs_b[:, None] * H + offs_k[None, :],
                         mask=mask_b[:, None] & mask_k[None, :], other=0.0, cache_modifier=".cg").to(w_i.dtype)
-            xg = xg_ptr + t * B * 4 * H + offs_b[:, None] * (4 * H) + offs_j[None, :]
-            i = _sigmoid(tl.dot(h, w_i, input_precision="ieee") + tl.load(xg, mask=mask_bj, other=0.0))
-            f = _sigmoid(tl.dot(h, w_f, input_precision="ieee") + tl.load(xg + H, mask=mask_bj, other=0.0))
-            g = _tanh(tl.dot(h, w_g, input_precision="ieee") + tl.load(xg + 2 * H, mask=mask_bj, other=0.0))
-            o = _sigmoid(tl.dot(h, w_o, input_precision="ieee") + tl.load(xg + 3 * H, mask=mask_bj, other=0.0))
+            gate_tile = t * B * 4 * H + offs_b[:, None] * (4 * H) + offs_j[None, :]
+            x_i, x_f, x_g, x_o = _load_gates(xg_ptr + gate_tile, H, mask_bj)
             bj = offs_b[:, None] * H + offs_j[None, :]
-            c = f * tl.load(cs_ptr + t * B * H + bj, mask=mask_bj, other=0.0) + i * g
+            i, f, g, o, c, h_new = _cell_forward(
+                tl.dot(h, w_i, input_precision="ieee") + x_i, tl.dot(h, w_f, input_precision="ieee") + x_f,
+                tl.dot(h, w_g, input_precision="ieee") + x_g, tl.dot(h, w_o, input_precision="ieee") + x_o,
+                tl.load(cs_ptr + t * B * H + bj, mask=mask_bj, other=0.0),
+            )
             tl.store(cs_ptr + (t + 1) * B * H + bj, c, mask=mask_bj)
-            tl.store(hs_ptr + (t + 1) * B * H + bj, o * _tanh(c), mask=mask_bj)
-            gt = gates_ptr + t * B * 4 * H + offs_b[:, None] * (4 * H) + offs_j[None, :]
-            tl.store(gt, i, mask=mask_bj)
-            tl.store(gt + H, f, mask=mask_bj)
-            tl.store(gt + 2 * H, g, mask=mask_bj)
-            tl.store(gt + 3 * H, o, mask=mask_bj)
+            tl.store(hs_ptr + (t + 1) * B * H + bj, h_new, mask=mask_bj)
+            _store_gates(gates_ptr + gate_tile, H, i, f, g, o, mask_bj)
         _grid_barrier(sync_ptr, (t + 1) * n_programs)
 
 
@@ -144,20 +141,15 @@ def lstm_backward_persistent_kernel(
             dh += tl.dot(tl.load(nxt + 3 * H, mask=mask_bk, other=0.0, cache_modifier=".cg").to(w_i.dtype), w_o,
                          input_precision="ieee")
 
-            gt = gates_ptr + t * B * 4 * H + offs_b[:, None] * (4 * H) + offs_j[None, :]
-            i = tl.load(gt, mask=mask_bj, other=0.0)
-            f = tl.load(gt + H, mask=mask_bj, other=0.0)
-            g = tl.load(gt + 2 * H, mask=mask_bj, other=0.0)
-            o = tl.load(gt + 3 * H, mask=mask_bj, other=0.0)
-            tanh_c = _tanh(tl.load(cs_ptr + (t + 1) * B * H + bj, mask=mask_bj, other=0.0))
-            c_prev = tl.load(cs_ptr + t * B * H + bj, mask=mask_bj, other=0.0)
-            dc = tl.load(dc_ptr + bj, mask=mask_bj, other=0.0) + dh * o * (1.0 - tanh_c * tanh_c)
-            tl.store(dc_ptr + bj, dc * f, mask=mask_bj)
-            dgt = dgates_ptr + t * B * 4 * H + offs_b[:, None] * (4 * H) + offs_j[None, :]
-            tl.store(dgt, dc * g * i * (1.0 - i), mask=mask_bj)
-            tl.store(dgt + H, dc * c_prev * f * (1.0 - f), mask=mask_bj)
-            tl.store(dgt + 2 * H, dc * i * (1.0 - g * g), mask=mask_bj)
-            tl.store(dgt + 3 * H, dh * tanh_c * o * (1.0 - o), mask=mask_bj)
+            gate_tile = t * B * 4 * H + offs_b[:, None] * (4 * H) + offs_j[None, :]
+            i, f, g, o = _load_gates(gates_ptr + gate_tile, H, mask_bj)
+            d_i, d_f, d_g, d_o, dc_prev = _cell_backward(
+                dh, tl.load(dc_ptr + bj, mask=mask_bj, other=0.0), i, f, g, o,
+                tl.load(cs_ptr + (t + 1) * B * H + bj, mask=mask_bj, other=0.0),
+                tl.load(cs_ptr + t * B * H + bj, mask=mask_bj, other=0.0),
+            )
+            tl.store(dc_ptr + bj, dc_prev, mask=mask_bj)
+            _store_gates(dgates_ptr + gate_tile, H, d_i, d_f, d_g, d_o, mask_bj)
         _grid_barrier(sync_ptr, (step + 1) * n_programs)
 
 

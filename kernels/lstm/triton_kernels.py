@@ -27,6 +27,47 @@ def _tanh(x):
     return 2.0 * _sigmoid(2.0 * x) - 1.0
 
 
+# The per-element LSTM math, shared by the per-step kernels here and the persistent kernels.
+
+
+@triton.jit
+def _load_gates(ptr, H, mask):
+    """The four (i, f, g, o) tiles of a row-major (B, 4H) buffer; `ptr` points at gate i."""
+    return (tl.load(ptr, mask=mask, other=0.0), tl.load(ptr + H, mask=mask, other=0.0),
+            tl.load(ptr + 2 * H, mask=mask, other=0.0), tl.load(ptr + 3 * H, mask=mask, other=0.0))
+
+
+@triton.jit
+def _store_gates(ptr, H, i, f, g, o, mask):
+    tl.store(ptr, i, mask=mask)
+    tl.store(ptr + H, f, mask=mask)
+    tl.store(ptr + 2 * H, g, mask=mask)
+    tl.store(ptr + 3 * H, o, mask=mask)
+
+
+@triton.jit
+def _cell_forward(pre_i, pre_f, pre_g, pre_o, c_prev):
+    """Gate activations and the c/h update: returns (i, f, g, o, c, h)."""
+    i = _sigmoid(pre_i)
+    f = _sigmoid(pre_f)
+    g = _tanh(pre_g)
+    o = _sigmoid(pre_o)
+    c = f * c_prev + i * g
+    return i, f, g, o, c, o * _tanh(c)
+
+
+@triton.jit
+def _cell_backward(dh, dc, i, f, g, o, c, c_prev):
+    """Pre-activation gate gradients and dL/dc_{t-1}, from dL/dh_t and dL/dc_t (the part from t+1)."""
+    tanh_c = _tanh(c)
+    dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+    d_i = dc * g * i * (1.0 - i)
+    d_f = dc * c_prev * f * (1.0 - f)
+    d_g = dc * i * (1.0 - g * g)
+    d_o = dh * tanh_c * o * (1.0 - o)
+    return d_i, d_f, d_g, d_o, dc * f
+
+
 @triton.jit
 def lstm_forward_step_kernel(
     xg_ptr,  # (B, 4H) fp32: x_t @ W_ih^T + b_ih + b_hh, precomputed for all steps
@@ -74,24 +115,14 @@ def lstm_forward_step_kernel(
         acc_g = tl.dot(h, w_g, acc_g, input_precision="ieee")
         acc_o = tl.dot(h, w_o, acc_o, input_precision="ieee")
 
-    xg = xg_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
-    i = _sigmoid(acc_i + tl.load(xg, mask=mask_bj, other=0.0))
-    f = _sigmoid(acc_f + tl.load(xg + H, mask=mask_bj, other=0.0))
-    g = _tanh(acc_g + tl.load(xg + 2 * H, mask=mask_bj, other=0.0))
-    o = _sigmoid(acc_o + tl.load(xg + 3 * H, mask=mask_bj, other=0.0))
-
+    gate_tile = offs_b[:, None] * (4 * H) + offs_j[None, :]
+    x_i, x_f, x_g, x_o = _load_gates(xg_ptr + gate_tile, H, mask_bj)
     bj = offs_b[:, None] * H + offs_j[None, :]
-    c_prev = tl.load(c_prev_ptr + bj, mask=mask_bj, other=0.0)
-    c = f * c_prev + i * g
-    h_new = o * _tanh(c)
+    i, f, g, o, c, h_new = _cell_forward(acc_i + x_i, acc_f + x_f, acc_g + x_g, acc_o + x_o,
+                                         tl.load(c_prev_ptr + bj, mask=mask_bj, other=0.0))
     tl.store(c_out_ptr + bj, c, mask=mask_bj)
     tl.store(h_out_ptr + bj, h_new, mask=mask_bj)
-
-    gt = gates_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
-    tl.store(gt, i, mask=mask_bj)
-    tl.store(gt + H, f, mask=mask_bj)
-    tl.store(gt + 2 * H, g, mask=mask_bj)
-    tl.store(gt + 3 * H, o, mask=mask_bj)
+    _store_gates(gates_ptr + gate_tile, H, i, f, g, o, mask_bj)
 
 
 @triton.jit
@@ -141,24 +172,11 @@ def lstm_backward_step_kernel(
                 acc = tl.dot(dg, w, acc, input_precision="ieee")
         dh += acc
 
-    gt = gates_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
-    i = tl.load(gt, mask=mask_bj, other=0.0)
-    f = tl.load(gt + H, mask=mask_bj, other=0.0)
-    g = tl.load(gt + 2 * H, mask=mask_bj, other=0.0)
-    o = tl.load(gt + 3 * H, mask=mask_bj, other=0.0)
-    c = tl.load(c_ptr + bj, mask=mask_bj, other=0.0)
-    c_prev = tl.load(c_prev_ptr + bj, mask=mask_bj, other=0.0)
-
-    tanh_c = _tanh(c)
-    dc = tl.load(dc_ptr + bj, mask=mask_bj, other=0.0) + dh * o * (1.0 - tanh_c * tanh_c)
-    d_i = dc * g * i * (1.0 - i)
-    d_f = dc * c_prev * f * (1.0 - f)
-    d_g = dc * i * (1.0 - g * g)
-    d_o = dh * tanh_c * o * (1.0 - o)
-    tl.store(dc_ptr + bj, dc * f, mask=mask_bj)
-
-    dgt = dgates_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :]
-    tl.store(dgt, d_i, mask=mask_bj)
-    tl.store(dgt + H, d_f, mask=mask_bj)
-    tl.store(dgt + 2 * H, d_g, mask=mask_bj)
-    tl.store(dgt + 3 * H, d_o, mask=mask_bj)
+    gate_tile = offs_b[:, None] * (4 * H) + offs_j[None, :]
+    i, f, g, o = _load_gates(gates_ptr + gate_tile, H, mask_bj)
+    d_i, d_f, d_g, d_o, dc_prev = _cell_backward(
+        dh, tl.load(dc_ptr + bj, mask=mask_bj, other=0.0), i, f, g, o,
+        tl.load(c_ptr + bj, mask=mask_bj, other=0.0), tl.load(c_prev_ptr + bj, mask=mask_bj, other=0.0),
+    )
+    tl.store(dc_ptr + bj, dc_prev, mask=mask_bj)
+    _store_gates(dgates_ptr + gate_tile, H, d_i, d_f, d_g, d_o, mask_bj)
