@@ -10,6 +10,7 @@ import torch
 
 from lightning_rnn.data import TextDataModule, batchify
 from lightning_rnn.lm import LanguageModel
+from tests.distributed import LeaveTogether
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,7 +44,7 @@ def test_two_process_ddp_trains_with_rank_contiguous_streams_and_one_perplexity(
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
-        callbacks=[RecordPerRank(str(tmp_path))],
+        callbacks=[RecordPerRank(str(tmp_path)), LeaveTogether()],
     )
     trainer.fit(model, datamodule)
 

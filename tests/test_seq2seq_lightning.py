@@ -17,6 +17,7 @@ from lightning_rnn.data.pair_datamodules import GeneratedPairDataModule
 from lightning_rnn.data.pairs import resolve_data_path
 from lightning_rnn.seq2seq import Seq2Seq
 from lightning_rnn.seq2seq import translate
+from tests.distributed import LeaveTogether
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 GENERATED = ["--data", "lightning_rnn.data.pair_datamodules.GeneratedPairDataModule"]
@@ -123,7 +124,7 @@ def test_two_process_ddp_trains_and_syncs_metrics(tmp_path):
                     backend="torch")
     ddp = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=2, logger=False,
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    num_sanity_val_steps=0, callbacks=[RecordPerRank(str(tmp_path))])
+                    num_sanity_val_steps=0, callbacks=[RecordPerRank(str(tmp_path)), LeaveTogether()])
     ddp.fit(model, datamodule())
     per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert per_rank[0] == per_rank[1]
