@@ -16,7 +16,9 @@ and any family of models plugs in. Conventions every family follows:
   one types it;
 - a ``ModelCheckpoint`` is always added (``--checkpoint.*``): best by
   ``val_loss`` unless the recipe says otherwise, saved as ``best.ckpt``, plus
-  ``last.ckpt``; recipes put their logs under ``runs/<recipe name>/``.
+  ``last.ckpt``; recipes put their logs under ``runs/<recipe name>/``;
+- a ``SaveOnInterrupt`` is always added (``--interrupted.filename``): a run stopped by an
+  exception or Ctrl-C leaves ``interrupted.ckpt`` beside them, to resume from.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def build_cli(args: Sequence[str] | None, run: bool = True):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
+    from lightning_rnn.interrupted import SaveOnInterrupt
+
     if args is not None:  # called from Python (demo, tests): sys.argv is not ours to compare with
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
 
@@ -69,6 +73,7 @@ def build_cli(args: Sequence[str] | None, run: bool = True):
                 {"checkpoint.monitor": "val_loss", "checkpoint.mode": "min",
                  "checkpoint.filename": "best", "checkpoint.save_last": True}
             )
+            parser.add_lightning_class_args(SaveOnInterrupt, "interrupted")
 
     return LightningRNNCLI(
         subclass_mode_model=True,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from lightning_rnn import cli
 from lightning_rnn.data import TextDataModule
@@ -46,6 +47,50 @@ def test_fit_links_vocab_size_and_writes_best_and_last_checkpoints(tmp_path, mon
     checkpoints = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
     assert {p.name for p in checkpoints.iterdir()} == {"best.ckpt", "last.ckpt"}
     assert "val_ppl" in (tmp_path / "runs" / "tiny" / "version_0" / "metrics.csv").read_text()
+
+
+class CrashAtStep(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def tiny_fit_args(tmp_path: Path, max_epochs: int) -> list[str]:
+    return [
+        "--seed_everything", "0",
+        "--model", "lightning_rnn.lm.LanguageModel", "--model.init_args.embedding_size", "8",
+        "--model.init_args.hidden_size", "8", "--model.init_args.backend", "torch",
+        "--data", "lightning_rnn.data.TextDataModule", "--data.init_args.level", "char",
+        "--data.init_args.batch_size", "4", "--data.init_args.bptt", "10", *text_files(tmp_path),
+        "--trainer.max_epochs", str(max_epochs), "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir", "runs", "--trainer.logger.init_args.name", "tiny",
+    ]
+
+
+def test_a_crash_mid_epoch_leaves_a_checkpoint_that_resumes_from_that_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crashed = cli.build_cli(tiny_fit_args(tmp_path, max_epochs=2), run=False)
+    crashed.trainer.callbacks.append(CrashAtStep(3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.trainer.fit(crashed.model, crashed.datamodule)
+    folder = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
+    assert {p.name for p in folder.iterdir()} == {"interrupted.ckpt"}  # no validation ran yet: nothing else saved
+    saved = torch.load(folder / "interrupted.ckpt", weights_only=False)
+    assert saved["global_step"] == 3
+    for name, weight in crashed.model.state_dict().items():
+        assert torch.equal(saved["state_dict"][name], weight), name
+
+    resumed = cli.build_cli(["fit", *tiny_fit_args(tmp_path, max_epochs=2),
+                             "--ckpt_path", str(folder / "interrupted.ckpt")])
+    steps_per_epoch = resumed.trainer.num_training_batches
+    assert steps_per_epoch > 3
+    assert resumed.trainer.global_step == 2 * steps_per_epoch
+    assert resumed.trainer.current_epoch == 2
+    assert not (tmp_path / "runs" / "tiny" / "version_1" / "checkpoints" / "interrupted.ckpt").exists()
 
 
 @pytest.fixture

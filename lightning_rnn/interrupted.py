@@ -1,0 +1,55 @@
+"""Keep the work of a training run that stops early.
+
+``lightning-rnn fit`` saves ``best.ckpt`` and ``last.ckpt`` at each validation. A run stopped
+between two validations (Ctrl-C, out of memory, a crash in user code) would lose everything
+since the last one: up to a whole epoch of a PTB recipe. ``SaveOnInterrupt`` writes
+``interrupted.ckpt`` beside them when ``fit`` stops on an exception, so the run resumes with
+
+    lightning-rnn fit --config recipes/<name>.yaml --ckpt_path runs/<name>/version_N/checkpoints/interrupted.ckpt
+
+The file exists only for a run that did not finish. Weights, optimizer, learning-rate schedule
+and step count continue exactly; the text streams do not: our loaders are plain in-order
+iterators, so Lightning restarts the interrupted epoch's data from its first window for the
+steps that epoch has left (and warns that it does). Lightning's own ``OnExceptionCheckpoint``
+needs its folder at construction; ours takes the folder of the run's ``ModelCheckpoint``,
+which is known only once the run has started.
+"""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class SaveOnInterrupt(L.Callback):
+    """Save ``<ModelCheckpoint folder>/<filename>.ckpt`` when ``fit`` raises (KeyboardInterrupt included).
+
+    Nothing is written before the first optimizer step, outside ``fit``, or without a
+    ``ModelCheckpoint``. Under DDP every rank must stop (as with Ctrl-C), since saving is
+    collective."""
+
+    def __init__(self, filename: str = "interrupted") -> None:
+        if not filename or os.sep in filename:
+            raise ValueError(f"filename: expected a plain file name without extension, got {filename!r}")
+        self.filename = filename
+        self.saved_path: str | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if (
+            trainer.state.fn != TrainerFn.FITTING
+            or trainer.global_step == 0
+            or checkpoint is None
+            or checkpoint.dirpath is None
+        ):
+            return
+        path = os.path.join(checkpoint.dirpath, self.filename + ".ckpt")
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        rank_zero_info(
+            f"{type(exception).__name__} at step {trainer.global_step}: saved {path}\n"
+            f"resume with: --ckpt_path {path}"
+        )
