@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lightning_rnn.nn import LSTM
-from tests.conftest import requires_cuda
+from tests.conftest import requires_cuda, requires_triton_interpreter
 from tests.tolerance import assert_no_worse_than_torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -184,6 +184,22 @@ def test_triton_backend_explains_why_it_cannot_run():
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3), [3, 2])
     with pytest.raises(RuntimeError, match="PackedSequence"):
         LSTM(3, 4, backend="triton")(packed)
+
+
+@requires_triton_interpreter
+def test_interpreter_probe_passes_here_and_a_broken_interpreter_means_fallback(monkeypatch):
+    from kernels import interpreter_check
+
+    assert interpreter_check.interpreter_problem() is None  # the kernel tests of this session rely on it
+    problem = "Triton 0.0's CPU interpreter fails here (simulated)"
+    monkeypatch.setattr(interpreter_check, "interpreter_problem", lambda: problem)
+    monkeypatch.setenv("LIGHTNING_RNN_AUTOTUNE", "0")
+    x = torch.randn(2, 1, 3)
+    auto = LSTM(3, 4, backend="auto")
+    auto(x)
+    assert auto.last_backend == "torch"
+    with pytest.raises(RuntimeError, match=r"backend='triton' cannot run here: .*simulated"):
+        LSTM(3, 4, backend="triton")(x)
 
 
 def test_packed_sequence_falls_back_to_torch():

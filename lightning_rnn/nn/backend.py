@@ -51,6 +51,11 @@ def triton_unavailable_reason(x: Tensor) -> str | None:
         return f"triton could not be imported ({err})"
     if device == "cpu" and not function.INTERPRETED:
         return "TRITON_INTERPRET=1 was set after kernels.lstm.function was imported"
+    if device == "cpu":
+        from kernels.interpreter_check import interpreter_problem
+
+        if (problem := interpreter_problem()) is not None:
+            return problem
     if device == "cuda" and function.INTERPRETED:
         return "the kernels were imported under TRITON_INTERPRET=1 (interpreter only); unset it for the GPU"
     dtype = compute_dtype(x)
