@@ -1,7 +1,8 @@
 """The error criterion of every parity test, after flash-attention's Triton tests.
 
 PyTorch itself is inexact in float32/float16; what we ask is that our error against a float64
-reference is no worse than twice PyTorch's own error in the same dtype, plus a small atol
+reference (run on the same inputs, rounded to the tested dtype, as flash-attention's tests do)
+is no worse than twice PyTorch's own error in the same dtype, plus a small atol
 (scaled by the reference's magnitude, since gradients summed over many steps grow).
 """
 from __future__ import annotations
