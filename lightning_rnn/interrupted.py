@@ -35,7 +35,6 @@ class SaveOnInterrupt(L.Callback):
         if not filename or os.sep in filename:
             raise ValueError(f"filename: expected a plain file name without extension, got {filename!r}")
         self.filename = filename
-        self.saved_path: str | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         checkpoint = trainer.checkpoint_callback
@@ -48,7 +47,6 @@ class SaveOnInterrupt(L.Callback):
             return
         path = os.path.join(checkpoint.dirpath, self.filename + ".ckpt")
         trainer.save_checkpoint(path)
-        self.saved_path = path
         rank_zero_info(
             f"{type(exception).__name__} at step {trainer.global_step}: saved {path}\n"
             f"resume with: --ckpt_path {path}"
