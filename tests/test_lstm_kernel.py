@@ -14,7 +14,7 @@ import torch
 
 from kernels.lstm import lstm_layer_reference
 from tests.conftest import requires_cuda
-from tests.tolerance import assert_no_worse_than_torch
+from tests.tolerance import assert_no_worse_than_torch, rounded_to
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -61,11 +61,6 @@ def make_inputs(case: Case, device: str) -> dict[str, torch.Tensor | None]:
     }
 
 
-def rounded_to(inputs: dict[str, torch.Tensor | None], dtype: torch.dtype) -> dict[str, torch.Tensor | None]:
-    """The same inputs with the precision a `dtype` run sees (values rounded to `dtype`)."""
-    return {k: (v.to(dtype).to(v.dtype) if v is not None else None) for k, v in inputs.items()}
-
-
 def run(fn, inputs, dtype, upstream):
     """Forward and backward in `dtype`; returns outputs and the gradient of each input."""
     leaves = {k: (v.detach().to(dtype, copy=True).requires_grad_() if v is not None else None) for k, v in inputs.items()}
@@ -88,8 +83,8 @@ def check_layer_parity(case: Case, dtype: torch.dtype, device: str) -> None:
     # rounded to `dtype`. (Against the unrounded fp32 inputs, an fp32-accurate kernel such as ours
     # carries the whole input-rounding error, which torch's own fp16 rounding sometimes cancels
     # by luck: about 1 seed in 300 then failed the 2x rule with ours still the more exact.)
-    exact, exact_grads = run(lstm_layer_reference, rounded_to(inputs, dtype), torch.float64,
-                             [g.to(dtype) for g in upstream])
+    exact, exact_grads = run(lstm_layer_reference, {k: rounded_to(dtype, v) for k, v in inputs.items()},
+                             torch.float64, [rounded_to(dtype, g) for g in upstream])
     for name, a, b, r in zip(["y", "h_T", "c_T"], ours, theirs, exact):
         assert_no_worse_than_torch(name, a, b, r)
     assert our_grads.keys() == exact_grads.keys()

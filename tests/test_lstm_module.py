@@ -17,7 +17,7 @@ import torch
 
 from lightning_rnn.nn import LSTM
 from tests.conftest import requires_cuda, requires_triton_interpreter
-from tests.tolerance import assert_no_worse_than_torch
+from tests.tolerance import assert_no_worse_than_torch, rounded_to
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -98,9 +98,8 @@ def check_module_parity(cfg: Config, backend: str, dtype: torch.dtype, device: s
     out_ours, g_ours = run(ours, cast(x, dtype), hx_of(dtype), upstream)
     assert ours.last_backend == ("triton" if backend == "triton" else "torch")
     out_theirs, g_theirs = run(theirs, cast(x, dtype), hx_of(dtype), upstream)
-    rounded = lambda t: cast(cast(t, dtype), torch.float64)  # noqa: E731
-    out_exact, g_exact = run(theirs_fp64, rounded(x), tuple(map(rounded, hx)) if hx is not None else None,
-                             [cast(g, dtype) for g in upstream])
+    hx_exact = tuple(rounded_to(dtype, s) for s in hx) if hx is not None else None
+    out_exact, g_exact = run(theirs_fp64, rounded_to(dtype, x), hx_exact, [rounded_to(dtype, g) for g in upstream])
 
     for name, a, b, r in zip(["output", "h_n", "c_n"], out_ours, out_theirs, out_exact):
         assert_no_worse_than_torch(name, a, b, r)

@@ -13,6 +13,11 @@ from torch import Tensor
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 
+def rounded_to(dtype: torch.dtype, t: Tensor | None) -> Tensor | None:
+    """`t` with only the precision of `dtype` (rounded to it), held in float64 for the exact reference."""
+    return None if t is None else t.to(dtype).double()
+
+
 def assert_no_worse_than_torch(name: str, ours: Tensor, theirs: Tensor, reference: Tensor) -> None:
     assert ours.shape == reference.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(reference.shape)}"
     assert ours.dtype == theirs.dtype, f"{name}: dtype {ours.dtype}, torch gives {theirs.dtype}"
