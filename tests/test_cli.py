@@ -27,21 +27,24 @@ def text_files(folder: Path) -> list[str]:
     return args
 
 
-def test_fit_links_vocab_size_and_writes_best_and_last_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    args = [
-        "fit", "--seed_everything", "0",
+def tiny_fit_args(tmp_path: Path) -> list[str]:
+    """A 2-epoch fit of a tiny character model on TEXT, logged to runs/tiny/version_N."""
+    return [
+        "--seed_everything", "0",
         "--model", "lightning_rnn.lm.LanguageModel", "--model.init_args.embedding_size", "8",
         "--model.init_args.hidden_size", "8", "--model.init_args.backend", "torch",
-        "--model.init_args.optimizer", "adam", "--model.init_args.lr", "0.01",
         "--data", "lightning_rnn.data.TextDataModule", "--data.init_args.level", "char",
-        "--data.init_args.batch_size", "4", "--data.init_args.bptt", "10",
-        *text_files(tmp_path),
+        "--data.init_args.batch_size", "4", "--data.init_args.bptt", "10", *text_files(tmp_path),
         "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.init_args.save_dir", "runs", "--trainer.logger.init_args.name", "tiny",
-        "--checkpoint.monitor", "val_ppl",
     ]
+
+
+def test_fit_links_vocab_size_and_writes_best_and_last_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", *tiny_fit_args(tmp_path), "--model.init_args.optimizer", "adam",
+            "--model.init_args.lr", "0.01", "--checkpoint.monitor", "val_ppl"]
     run = cli.build_cli(args)
     assert run.model.hparams.vocab_size == run.datamodule.vocab_size == len(set(TEXT)) + 1  # + <unk>
     checkpoints = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints"
@@ -58,22 +61,9 @@ class CrashAtStep(L.Callback):
             raise RuntimeError("simulated crash")
 
 
-def tiny_fit_args(tmp_path: Path, max_epochs: int) -> list[str]:
-    return [
-        "--seed_everything", "0",
-        "--model", "lightning_rnn.lm.LanguageModel", "--model.init_args.embedding_size", "8",
-        "--model.init_args.hidden_size", "8", "--model.init_args.backend", "torch",
-        "--data", "lightning_rnn.data.TextDataModule", "--data.init_args.level", "char",
-        "--data.init_args.batch_size", "4", "--data.init_args.bptt", "10", *text_files(tmp_path),
-        "--trainer.max_epochs", str(max_epochs), "--trainer.enable_progress_bar", "false",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.init_args.save_dir", "runs", "--trainer.logger.init_args.name", "tiny",
-    ]
-
-
 def test_a_crash_mid_epoch_leaves_a_checkpoint_that_resumes_from_that_step(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    crashed = cli.build_cli(tiny_fit_args(tmp_path, max_epochs=2), run=False)
+    crashed = cli.build_cli(tiny_fit_args(tmp_path), run=False)
     crashed.trainer.callbacks.append(CrashAtStep(3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.trainer.fit(crashed.model, crashed.datamodule)
@@ -84,7 +74,7 @@ def test_a_crash_mid_epoch_leaves_a_checkpoint_that_resumes_from_that_step(tmp_p
     for name, weight in crashed.model.state_dict().items():
         assert torch.equal(saved["state_dict"][name], weight), name
 
-    resumed = cli.build_cli(["fit", *tiny_fit_args(tmp_path, max_epochs=2),
+    resumed = cli.build_cli(["fit", *tiny_fit_args(tmp_path),
                              "--ckpt_path", str(folder / "interrupted.ckpt")])
     steps_per_epoch = resumed.trainer.num_training_batches
     assert steps_per_epoch > 3
