@@ -1,4 +1,5 @@
-"""Pieces of the kernel benchmark harness (`kernels.bench`): timing, providers, report, plot.
+"""The kernel benchmark harness (`python -m lightning_rnn.bench`, `lightning-rnn bench`): cli, timing,
+providers, report, plot. It sits above both `kernels` and `lightning_rnn.nn`, the two things it compares.
 
 Nothing here imports Triton at import time: the CPU-only path must work without a GPU, and
 `kernels.lstm.function` must be imported only after TRITON_INTERPRET has been decided.
