@@ -54,51 +54,65 @@ def benchmark_title(meta: dict) -> str:
 
 
 def plot_speedups(payload: dict, path: Path) -> Path | None:
-    """Write the speed-up bar chart of a benchmark's ``results.json`` payload to ``path``.
+    """Write ``speedup_figure(payload)`` to ``path``; None when there is nothing to draw."""
+    fig = speedup_figure(payload)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def speedup_figure(payload: dict):
+    """The speed-up bar chart of a benchmark's ``results.json`` payload (a matplotlib Figure).
     Bars above the black 1x line are faster than ``torch.nn.LSTM``; a bar compared with
     torch.nn.LSTM at another dtype (no cuDNN bf16 RNNs) carries that dtype, e.g. ``@fp16``.
-    Returns ``path``, or None when no row has a speed-up (nothing to draw)."""
+    None when no row has a speed-up (nothing to draw)."""
     rows = [r for r in payload["results"] if r.get("speedup_vs_torch") and r["provider"] in PROVIDER_STYLE]
     if not rows:
         return None
     plt = pyplot()
     labels = {name: info.get("label") for name, info in payload.get("providers", {}).items()}
-    providers = [p for p in PROVIDER_STYLE if any(r["provider"] == p for r in rows)]
     panels = list(dict.fromkeys((r["mode"], r["dtype"]) for r in rows))
     shapes = list(dict.fromkeys(_shape(r) for r in rows))
-    width = 0.8 / len(providers)
-    annotate = len(shapes) * len(providers) <= 40
+    bars_per_panel = len(shapes) * len({r["provider"] for r in rows})
+    values = [r["speedup_vs_torch"] for r in rows] + [1.0]
     fig, axes = plt.subplots(len(panels), 1, squeeze=False,
-                             figsize=(max(6.0, 1.0 + 0.45 * len(shapes) * len(providers)), 1.0 + 2.6 * len(panels)))
+                             figsize=(max(7.0, 2.5 + 0.4 * bars_per_panel), 1.0 + 2.6 * len(panels)))
+    legend: dict = {}
     for ax, (mode, dtype) in zip(axes[:, 0], panels):
+        panel_rows = [r for r in rows if (r["mode"], r["dtype"]) == (mode, dtype)]
+        providers = [p for p in PROVIDER_STYLE if any(r["provider"] == p for r in panel_rows)]
+        width = 0.8 / len(providers)
         for k, provider in enumerate(providers):
-            by_shape = {_shape(r): r for r in rows if (r["mode"], r["dtype"], r["provider"]) == (mode, dtype, provider)}
-            xs = [i + (k - (len(providers) - 1) / 2) * width for i, s in enumerate(shapes) if s in by_shape]
-            ys = [by_shape[s]["speedup_vs_torch"] for s in shapes if s in by_shape]
+            by_shape = {_shape(r): r for r in panel_rows if r["provider"] == provider}
+            drawn = [s for s in shapes if s in by_shape]
+            xs = [shapes.index(s) + (k - (len(providers) - 1) / 2) * width for s in drawn]
+            ys = [by_shape[s]["speedup_vs_torch"] for s in drawn]
             colour, default_label = PROVIDER_STYLE[provider]
-            bars = ax.bar(xs, ys, width, color=colour, label=labels.get(provider) or default_label)
-            if annotate:
-                notes = [f"{y:.2f}x" + ("" if by_shape[s]["torch_baseline_dtype"] == dtype else
-                                        f"@{SHORT_DTYPE.get(by_shape[s]['torch_baseline_dtype'])}")
-                         for s, y in zip([s for s in shapes if s in by_shape], ys)]
+            bars = ax.bar(xs, ys, width, color=colour)
+            legend[labels.get(provider) or default_label] = bars
+            if bars_per_panel <= 16:  # room to write each value on its bar
+                notes = [f"{by_shape[s]['speedup_vs_torch']:.2f}x" + ("" if by_shape[s]["torch_baseline_dtype"] == dtype
+                         else f"@{SHORT_DTYPE.get(by_shape[s]['torch_baseline_dtype'])}") for s in drawn]
                 ax.bar_label(bars, notes, fontsize=7, padding=1)
-        ax.axhline(1.0, color="black", linewidth=1, label="torch.nn.LSTM (1x)")
+        legend["torch.nn.LSTM (1x)"] = ax.axhline(1.0, color="black", linewidth=1)
         ax.set_yscale("log")
-        values = [r["speedup_vs_torch"] for r in rows]
-        ax.set_ylim(10 ** math.floor(math.log10(min(values + [1.0])) - 0.1),
-                    10 ** math.ceil(math.log10(max(values + [1.0])) + 0.1))
+        ax.set_ylim(min(values) / 1.6, max(values) * 1.6)
+        ax.set_xlim(-0.6, len(shapes) - 0.4)
         ax.set_xticks(range(len(shapes)))
         ax.set_xticklabels(shapes, rotation=30 if len(shapes) > 6 else 0, ha="right" if len(shapes) > 6 else "center",
                            fontsize=8)
         ax.set_ylabel("speed-up (log scale)")
-        ax.set_title(f"{MODE_TITLES.get(mode, mode)}, {dtype}", fontsize=9)
+        baselines = sorted({r["torch_baseline_dtype"] for r in panel_rows} - {dtype})
+        ax.set_title(f"{MODE_TITLES.get(mode, mode)}, {dtype}" + (f" (torch.nn.LSTM baseline in {', '.join(baselines)} "
+                     "where it has no " + dtype + ")" if baselines else ""), fontsize=9)
         ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="best")
+    order = ["torch.nn.LSTM (1x)"] + [name for name in legend if name != "torch.nn.LSTM (1x)"]
+    axes[0, 0].legend([legend[name] for name in order], order, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(benchmark_title(payload.get("metadata", {})), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 # -- training curves ---------------------------------------------------------------------------
@@ -132,8 +146,17 @@ def _panel(name: str) -> str | None:
 
 
 def plot_training(run_dir: Path, path: Path | None = None) -> Path:
-    """Write ``training.png`` (or ``path``): one panel each for loss, perplexity and accuracy
-    against the optimizer step, train and validation (and test) as separate lines."""
+    """Write ``training_figure(run_dir)`` to ``path`` (default ``RUN_DIR/training.png``)."""
+    fig = training_figure(run_dir)
+    out = path or Path(run_dir) / "training.png"
+    fig.savefig(out, dpi=110)
+    pyplot().close(fig)
+    return out
+
+
+def training_figure(run_dir: Path):
+    """One panel each for loss, perplexity and accuracy against the optimizer step, train and
+    validation (and test) as separate lines, from ``RUN_DIR/metrics.csv`` (a matplotlib Figure)."""
     metrics = Path(run_dir) / "metrics.csv"
     if not metrics.is_file():
         raise FileNotFoundError(f"no metrics.csv in {run_dir} (a run folder written by `lightning-rnn fit`, e.g. "
@@ -165,10 +188,7 @@ def plot_training(run_dir: Path, path: Path | None = None) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(f"Training curves: {Path(run_dir).resolve().name} ({Path(run_dir).resolve().parent.name})", fontsize=10)
     fig.tight_layout()
-    out = path or Path(run_dir) / "training.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 # -- the command ---------------------------------------------------------------------------------
