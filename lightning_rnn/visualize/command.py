@@ -90,7 +90,7 @@ def choose_units(acts: Activations, found: dict, indices: list[int] | None, laye
     varying units of ``layer``; ``count`` units in all."""
     signals = [s for s in ("c", "h") if s in acts.layers[layer]]
     if indices is not None:
-        return [Unit(layer, s, k) for k in indices for s in reversed(signals)]
+        return [Unit(layer, s, k) for k in indices for s in signals]
     ranked = [m.unit for rank in zip(*found.values()) for m in rank]
     varying = [u for s in signals for u in most_varying(acts, layer, s, count)]
     chosen: list[Unit] = []
