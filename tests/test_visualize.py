@@ -140,11 +140,14 @@ class PageCheck(HTMLParser):
         self.open: list[str] = []
         self.sections: list[str] = []
         self.spans = 0
+        self.links: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "section":
             self.sections.append(attrs["id"])
+        if tag == "a":
+            self.links.append(attrs["href"].removeprefix("#"))
         if tag == "span" and attrs.get("class", "").startswith("a"):
             self.spans += 1
         if tag not in self.VOID:
@@ -187,6 +190,7 @@ def test_visualize_finds_the_quote_unit_and_writes_valid_files(trained, tmp_path
     assert len(check.sections) == len(summary["shown_units"]) == 8  # --show default
     assert check.spans == len(check.sections) * summary["tokens"] + 3  # every character of every block, + the key
     assert f"{best['r']:+.3f}" in page and "<script" in page and "http" not in page  # offline: nothing fetched
+    assert set(check.links) <= set(check.sections) and check.links  # the table links only to blocks on the page
 
 
 def test_selected_units_and_layer(trained, tmp_path):

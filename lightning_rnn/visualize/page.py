@@ -57,9 +57,13 @@ def write_page(acts: Activations, units: list[Unit], labels: list[str], found: d
                path: Path, title: str, saturation_text: str = "") -> None:
     """Write the page: the feature table, a unit picker, then one coloured block per unit."""
     colours = "\n".join(f".a{k} {{ background: {_colour(k)}; }}" for k in range(LEVELS + 1))
+    shown = {_block_id(u) for u in units}
+
+    def link(unit: Unit) -> str:  # units without a block below are named, not linked
+        return f'<a href="#{_block_id(unit)}">{unit.name}</a>' if _block_id(unit) in shown else unit.name
+
     rows = "".join(
-        f"<tr><td>{html.escape(feature)}</td><td>{rank}</td>"
-        f'<td><a href="#{_block_id(m.unit)}">{m.unit.name}</a></td><td>{m.r:+.3f}</td></tr>'
+        f"<tr><td>{html.escape(feature)}</td><td>{rank}</td><td>{link(m.unit)}</td><td>{m.r:+.3f}</td></tr>"
         for feature, matches in found.items() for rank, m in enumerate(matches, 1)
     )
     picker = "".join(
