@@ -6,6 +6,8 @@
     lightning-rnn generate --ckpt runs/.../best.ckpt --prompt "def " [--max_new_tokens 300]
     lightning-rnn translate ...   (seq2seq: lightning_rnn.seq2seq.translate)
     lightning-rnn bench ...       (kernel benchmarks: lightning_rnn.bench)
+    lightning-rnn visualize --ckpt runs/.../best.ckpt --text FILE   (hidden units: lightning_rnn.visualize)
+    lightning-rnn plot runs/<recipe>/version_N | results.json      (figures: lightning_rnn.plots)
 
 ``fit``/``validate``/``test`` are Lightning's ``LightningCLI`` with subclass mode for
 both model and data, so a recipe names its classes (``class_path``/``init_args``)
@@ -30,18 +32,21 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,bench} ...
+USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,bench,visualize,plot} ...
 
   fit | validate | test   train or evaluate from a recipe:  --config recipes/<name>.yaml [--dotted.override value]
   generate                sample text from a language-model checkpoint:  --ckpt PATH --prompt TEXT
   translate               run a seq2seq checkpoint (lightning_rnn.seq2seq)
   bench                   benchmark the recurrent kernels (lightning_rnn.bench)
+  visualize               look at a language model's hidden units over a text:  --ckpt PATH --text FILE
+  plot                    training curves of a run folder, or the plot of a benchmark's results.json
 
 Run `lightning-rnn <command> --help` for the options of a command.
 """
 
 # Subcommands implemented outside this file, imported only when used.
-DELEGATED = {"translate": "lightning_rnn.seq2seq.translate", "bench": "lightning_rnn.bench.cli"}
+DELEGATED = {"translate": "lightning_rnn.seq2seq.translate", "bench": "lightning_rnn.bench.cli",
+             "visualize": "lightning_rnn.visualize", "plot": "lightning_rnn.plots"}
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 
 

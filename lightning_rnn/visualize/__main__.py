@@ -1,0 +1,5 @@
+import sys
+
+from lightning_rnn.visualize.command import main
+
+sys.exit(main())
