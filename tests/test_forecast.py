@@ -240,3 +240,12 @@ def test_the_recipe_fits_then_tests_a_checkpoint_with_persistence_beside_and_a_p
     rows = (run / "version_1" / "forecast_test.csv").read_text().splitlines()
     assert rows[0] == "date,truth,forecast,persistence" and len(rows) == 366
     assert rows[1].startswith("2015-01-01,") and rows[-1].startswith("2015-12-31,")
+
+
+def test_token_models_get_vocab_size_but_no_input_size_from_the_cli(tmp_path, monkeypatch):
+    from tests.test_cli import tiny_fit_args
+
+    monkeypatch.chdir(tmp_path)
+    run = cli.build_cli(tiny_fit_args(tmp_path), run=False)
+    assert run.model.hparams.vocab_size == run.datamodule.vocab_size
+    assert "input_size" not in run.model.hparams and "input_size" not in run.model.hparams_initial
