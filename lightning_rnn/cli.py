@@ -13,9 +13,10 @@
 both model and data, so a recipe names its classes (``class_path``/``init_args``)
 and any family of models plugs in. Conventions every family follows:
 
-- the DataModule exposes ``vocab_size`` at construction, and every model takes a
-  ``vocab_size`` init argument; the CLI links the first into the second, so no
-  one types it;
+- sizes only the data knows are linked from the DataModule into the model argument of
+  the same name (``DATA_TO_MODEL``: ``vocab_size`` for token models, ``input_size`` = features
+  per step for the forecaster), so no one types them; the DataModule exposes each one it has
+  at construction, and a model without that argument ignores it;
 - a ``ModelCheckpoint`` is always added (``--checkpoint.*``): best by
   ``val_loss`` unless the recipe says otherwise, saved as ``best.ckpt``, plus
   ``last.ckpt``; recipes put their logs under ``runs/<recipe name>/``;
@@ -27,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,bench,visualize,plot} ...
@@ -48,12 +51,29 @@ Run `lightning-rnn <command> --help` for the options of a command.
 DELEGATED = {"translate": "lightning_rnn.seq2seq.translate", "bench": "lightning_rnn.bench.cli",
              "visualize": "lightning_rnn.visualize", "plot": "lightning_rnn.plots"}
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+# DataModule attributes linked into the model's init argument of the same name (see the docstring).
+DATA_TO_MODEL = ("vocab_size", "input_size")
 
 
 def _quiet_known_warnings() -> None:
     # Our loaders are in-memory tensors delivered in order on purpose (see StreamWindows):
     # worker processes would not speed them up.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def _data_attribute(name: str, data) -> object:
+    return getattr(data, name, None)
+
+
+def _drop_links_the_model_does_not_take(model) -> None:
+    """Each ``DATA_TO_MODEL`` link also lands in the hyperparameters LightningCLI records for the
+    model, including names its ``__init__`` does not take (as None). Drop those, so checkpoints
+    and hparams.yaml hold only real arguments and ``test --ckpt_path`` can rebuild the model."""
+    accepted = inspect.signature(type(model).__init__).parameters
+    for hparams in (model.hparams, getattr(model, "_hparams_initial", None) or {}):
+        for name in DATA_TO_MODEL:
+            if name not in accepted:
+                hparams.pop(name, None)
 
 
 def build_cli(args: Sequence[str] | None, run: bool = True):
@@ -70,15 +90,20 @@ def build_cli(args: Sequence[str] | None, run: bool = True):
 
     class LightningRNNCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
-            parser.link_arguments(
-                "data", "model.init_args.vocab_size", compute_fn=lambda data: data.vocab_size, apply_on="instantiate"
-            )
+            for name in DATA_TO_MODEL:  # a DataModule without the attribute links None, which models without it ignore
+                parser.link_arguments(
+                    "data", f"model.init_args.{name}", compute_fn=partial(_data_attribute, name), apply_on="instantiate"
+                )
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults(
                 {"checkpoint.monitor": "val_loss", "checkpoint.mode": "min",
                  "checkpoint.filename": "best", "checkpoint.save_last": True}
             )
             parser.add_lightning_class_args(SaveOnInterrupt, "interrupted")
+
+        def instantiate_classes(self) -> None:
+            super().instantiate_classes()
+            _drop_links_the_model_does_not_take(self.model)
 
     return LightningRNNCLI(
         subclass_mode_model=True,
