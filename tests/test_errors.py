@@ -150,3 +150,11 @@ def test_a_failing_run_leaves_existing_checkpoints_byte_identical(tmp_path, monk
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.trainer.fit(crashed.model, crashed.datamodule)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *args: None)
+    assert cli.main(["fit", *tiny_fit_args(tmp_path), "--tensorboard", "true"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'lightning-rnn[tensorboard]'" in lines[0], lines
