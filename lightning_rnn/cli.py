@@ -17,23 +17,34 @@ and any family of models plugs in. Conventions every family follows:
   the same name (``DATA_TO_MODEL``: ``vocab_size`` for token models, ``input_size`` = features
   per step for the forecaster), so no one types them; the DataModule exposes each one it has
   at construction, and a model without that argument ignores it;
+- a recipe sets ``trainer.default_root_dir: runs/<recipe name>`` and no logger: the CLI
+  logs each run to ``<default_root_dir>/version_N/`` (``metrics.csv``, ``config.yaml``,
+  ``checkpoints/``), with a CSVLogger, plus a TensorBoardLogger there with ``--tensorboard true``.
+  ``--trainer.default_root_dir DIR`` moves the whole run; ``--trainer.logger ...`` replaces
+  these loggers with your own (their ``save_dir`` then decides);
 - a ``ModelCheckpoint`` is always added (``--checkpoint.*``): best by
   ``val_loss`` unless the recipe says otherwise, saved as ``best.ckpt``, plus
-  ``last.ckpt``; recipes put their logs under ``runs/<recipe name>/``;
+  ``last.ckpt`` at each validation; a second one (``--periodic_checkpoint.*``) refreshes
+  ``last.ckpt`` every 500 training steps, so a killed process loses at most that many;
 - a ``SaveOnInterrupt`` is always added (``--interrupted.filename``): a run stopped by an
-  exception or Ctrl-C leaves ``interrupted.ckpt`` beside them, to resume from.
+  exception or Ctrl-C leaves ``interrupted.ckpt`` beside them, to resume from exactly
+  (``--ckpt_path``; see ``lightning_rnn.data.resumable``);
+- a run never overwrites another run's checkpoints (``KeepExistingCheckpoints``), and a
+  bad checkpoint or a bad value in the configuration stops it with one line, before training.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import sys
 import warnings
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
+
+from lightning_rnn.checkpoints import CheckpointError, load_model
 
 USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,bench,visualize,plot} ...
 
@@ -76,6 +87,51 @@ def _drop_links_the_model_does_not_take(model) -> None:
                 hparams.pop(name, None)
 
 
+class ConfigError(ValueError):
+    """A bad value in a recipe or on the command line; the message is one line."""
+
+
+# Lightning's own names for checkpoints it finds itself, not files to check
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+PERIODIC_STEPS = 500
+
+
+def _import(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _innermost(err: BaseException) -> BaseException:
+    while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def _default_loggers(config) -> None:
+    """Without ``--trainer.logger``, log to ``<default_root_dir>/version_N`` (CSV, and TensorBoard
+    on request), so that the run's checkpoints and ``config.yaml`` land there too."""
+    from jsonargparse import Namespace
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = config.trainer
+    if trainer.logger not in (None, True):
+        if config.tensorboard:
+            raise ConfigError("--tensorboard adds to the default logger; with --trainer.logger, "
+                              "add lightning.pytorch.loggers.TensorBoardLogger there instead")
+        return
+    root = trainer.default_root_dir or "."
+    version = CSVLogger(root, name="").version  # the next free version_N, shared by both loggers
+    loggers = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+                         init_args=Namespace(save_dir=root, name="", version=version))]
+    if config.tensorboard:
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            raise ConfigError("--tensorboard: the tensorboard package is not installed "
+                              "(pip install 'lightning-rnn[tensorboard]', or pip install tensorboard)")
+        loggers.append(Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                                 init_args=Namespace(save_dir=root, name="", version=version)))
+    trainer.logger = loggers if len(loggers) > 1 else loggers[0]
+
+
 def build_cli(args: Sequence[str] | None, run: bool = True):
     """Create (and by default run) the LightningCLI for ``fit``/``validate``/``test`` args
     (``None``: read ``sys.argv``). With ``run=False`` there is no subcommand: ``args`` are
@@ -83,6 +139,7 @@ def build_cli(args: Sequence[str] | None, run: bool = True):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
+    from lightning_rnn.checkpoints import KeepExistingCheckpoints, check_checkpoint
     from lightning_rnn.interrupted import SaveOnInterrupt
 
     if args is not None:  # called from Python (demo, tests): sys.argv is not ours to compare with
@@ -94,15 +151,46 @@ def build_cli(args: Sequence[str] | None, run: bool = True):
                 parser.link_arguments(
                     "data", f"model.init_args.{name}", compute_fn=partial(_data_attribute, name), apply_on="instantiate"
                 )
+            # Both checkpoint callbacks write last.ckpt, so neither may rename it last-v1.ckpt
+            # (Lightning's version counter); KeepExistingCheckpoints protects earlier runs instead.
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults(
-                {"checkpoint.monitor": "val_loss", "checkpoint.mode": "min",
-                 "checkpoint.filename": "best", "checkpoint.save_last": True}
+                {"checkpoint.monitor": "val_loss", "checkpoint.mode": "min", "checkpoint.filename": "best",
+                 "checkpoint.save_last": True, "checkpoint.enable_version_counter": False}
+            )
+            parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
+            parser.set_defaults(
+                {"periodic_checkpoint.save_top_k": 0, "periodic_checkpoint.save_last": True,
+                 "periodic_checkpoint.every_n_train_steps": PERIODIC_STEPS,
+                 "periodic_checkpoint.enable_version_counter": False}
             )
             parser.add_lightning_class_args(SaveOnInterrupt, "interrupted")
+            parser.add_lightning_class_args(KeepExistingCheckpoints, "keep_existing_checkpoints")
+            parser.add_argument("--tensorboard", type=bool, default=False,
+                                help="also log to TensorBoard in the run folder (needs the tensorboard package)")
+
+        def _subcommand_config(self):
+            subcommand = self.config.get("subcommand")
+            return self.config[subcommand] if subcommand else self.config
+
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            # before LightningCLI reads the checkpoint's hyperparameters, which fails with pages of text
+            config = self._subcommand_config()
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and str(ckpt_path) not in SPECIAL_CKPT_PATHS:
+                check_checkpoint(ckpt_path, _import(config.model.class_path))
+
+        def before_instantiate_classes(self) -> None:
+            _default_loggers(self._subcommand_config())
 
         def instantiate_classes(self) -> None:
-            super().instantiate_classes()
+            try:
+                super().instantiate_classes()
+            except (ValueError, TypeError) as err:
+                # jsonargparse wraps the class's own message in pages of context: keep that message
+                cause = _innermost(err)
+                raise ConfigError(str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)) from err
             _drop_links_the_model_does_not_take(self.model)
 
     return LightningRNNCLI(
@@ -141,13 +229,11 @@ def generate_main(argv: list[str]) -> int:
     parser.add_argument("--backend", choices=("auto", "triton", "torch"), default=None,
                         help="override the recurrent backend stored in the checkpoint")
     opts = parser.parse_args(argv)
-    if not Path(opts.ckpt).is_file():
-        parser.error(f"--ckpt: no such checkpoint file: {opts.ckpt}")
 
     from lightning_rnn.lm import LanguageModel
 
     overrides = {"backend": opts.backend} if opts.backend else {}
-    model = LanguageModel.load_from_checkpoint(opts.ckpt, map_location=opts.device, **overrides)
+    model = load_model(LanguageModel, opts.ckpt, map_location=opts.device, **overrides)
     try:
         text = model.generate(opts.prompt, opts.max_new_tokens, opts.temperature, opts.top_k, opts.seed)
     except ValueError as err:
@@ -166,14 +252,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command = argv[0]
     _quiet_known_warnings()
-    if command == "generate":
-        return generate_main(argv[1:])
-    if command in DELEGATED:
-        return _delegate(command, argv[1:])
-    if command not in LIGHTNING_SUBCOMMANDS:
+    if command not in ("generate", *DELEGATED, *LIGHTNING_SUBCOMMANDS):
         print(f"lightning-rnn: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    build_cli(None if from_command_line else argv)
+    try:
+        if command == "generate":
+            return generate_main(argv[1:])
+        if command in DELEGATED:
+            return _delegate(command, argv[1:])
+        build_cli(None if from_command_line else argv)
+    except (CheckpointError, ConfigError) as err:  # one line, no traceback: the message says it all
+        print(f"lightning-rnn {command}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

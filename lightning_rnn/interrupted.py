@@ -7,10 +7,12 @@ since the last one: up to a whole epoch of a PTB recipe. ``SaveOnInterrupt`` wri
 
     lightning-rnn fit --config recipes/<name>.yaml --ckpt_path runs/<name>/version_N/checkpoints/interrupted.ckpt
 
-The file exists only for a run that did not finish. Weights, optimizer, learning-rate schedule
-and step count continue exactly; the text streams do not: our loaders are plain in-order
-iterators, so Lightning restarts the interrupted epoch's data from its first window for the
-steps that epoch has left (and warns that it does). Lightning's own ``OnExceptionCheckpoint``
+The file exists only for a run that did not finish. The run continues exactly: weights,
+optimizer, learning-rate schedule and step count (Lightning), and the position in the epoch's
+data, the random state and a language model's carried hidden state (ours, see
+``lightning_rnn.data.resumable``), all as they were after the last finished step: a step cut
+short runs again. A process killed outright (SIGKILL, power) runs no code; the periodic
+``last.ckpt`` (``--periodic_checkpoint.every_n_train_steps``) covers that case. Lightning's own ``OnExceptionCheckpoint``
 needs its folder at construction; ours takes the folder of the run's ``ModelCheckpoint``,
 which is known only once the run has started.
 """

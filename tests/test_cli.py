@@ -36,8 +36,7 @@ def tiny_fit_args(tmp_path: Path) -> list[str]:
         "--data", "lightning_rnn.data.TextDataModule", "--data.init_args.level", "char",
         "--data.init_args.batch_size", "4", "--data.init_args.bptt", "10", *text_files(tmp_path),
         "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.init_args.save_dir", "runs", "--trainer.logger.init_args.name", "tiny",
+        "--trainer.default_root_dir", "runs/tiny",
     ]
 
 
@@ -106,8 +105,8 @@ def test_generate_prints_prompt_and_continuation(checkpoint, capsys):
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--prompt", "for ☃"], "outside the vocabulary"), (["--prompt", "x", "--ckpt", "missing.ckpt"], "no such checkpoint")],
-    ids=["prompt-outside-vocabulary", "missing-checkpoint"],
+    [(["--prompt", "for ☃"], "outside the vocabulary")],
+    ids=["prompt-outside-vocabulary"],  # bad checkpoints: tests/test_errors.py
 )
 def test_generate_reports_bad_input(checkpoint, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -132,3 +131,30 @@ def test_missing_delegate_and_unknown_command_are_clear_errors(monkeypatch, caps
     assert "lightning_rnn_no_such_module.bench is not available" in capsys.readouterr().err
     assert cli.main(["train"]) == 2
     assert "unknown command 'train'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tensorboard", [False, True], ids=["csv", "csv+tensorboard"])
+def test_default_root_dir_moves_logs_config_and_checkpoints(tensorboard, tmp_path, monkeypatch):
+    if tensorboard:
+        pytest.importorskip("tensorboard", reason="TensorBoard is optional: pip install 'lightning-rnn[tensorboard]'")
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere" / "exp"
+    args = ["fit", *tiny_fit_args(tmp_path), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(elsewhere)]
+    for version in (0, 1):  # a second run gets a folder of its own
+        cli.build_cli([*args, "--tensorboard", str(tensorboard).lower()])
+        run = elsewhere / f"version_{version}"
+        assert {"metrics.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
+        assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+        assert bool(list(run.glob("events.out.tfevents.*"))) == tensorboard
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "lightning_logs").exists()
+
+
+def test_periodic_last_checkpoint_is_written_every_n_steps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crashed = cli.build_cli([*tiny_fit_args(tmp_path), "--periodic_checkpoint.every_n_train_steps", "2",
+                             "--interrupted.filename", "unused"], run=False)
+    crashed.trainer.callbacks.append(CrashAtStep(3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.trainer.fit(crashed.model, crashed.datamodule)
+    last = tmp_path / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 2  # what a killed process leaves

@@ -62,13 +62,23 @@ class StreamWindows(IterableDataset):
         streams = batchify(tokens, world_size * batch_size)
         self.streams = streams[rank * batch_size : (rank + 1) * batch_size]
         self.bptt = bptt
+        self._skip = 0
+
+    def skip_once(self, windows: int) -> None:
+        """Start the next pass at window ``windows`` (a resumed epoch); later passes start at 0."""
+        self._skip = windows
 
     def __len__(self) -> int:
-        # the last column has no target, hence length - 1 predictable positions
+        # the last column has no target, hence length - 1 predictable positions. A resumed pass
+        # yields fewer, but the epoch's length is what Lightning must count batches against.
         return -(-(self.streams.shape[1] - 1) // self.bptt)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        first, self._skip = self._skip, 0  # read now, not when the generator first runs
+        return self._windows(first)
+
+    def _windows(self, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         length = self.streams.shape[1]
-        for start in range(0, length - 1, self.bptt):
+        for start in range(first * self.bptt, length - 1, self.bptt):
             end = min(start + self.bptt, length - 1)
             yield self.streams[:, start:end], self.streams[:, start + 1 : end + 1]

@@ -16,10 +16,12 @@ import random
 from typing import Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from lightning_rnn.data.generators import ALPHABETS, generate_pairs
 from lightning_rnn.data.pair_vocab import SPECIALS, PairVocab
+from lightning_rnn.data.resumable import ResumableData
 from lightning_rnn.data.pairs import (
     Pair,
     PairDataset,
@@ -32,15 +34,20 @@ from lightning_rnn.data.pairs import (
 )
 
 
-class _PairDataModule(L.LightningDataModule):
-    """Shared loaders; subclasses implement :meth:`_load` returning splits and vocabulary."""
+class _PairDataModule(ResumableData, L.LightningDataModule):
+    """Shared loaders; subclasses implement :meth:`_load` returning splits and vocabulary.
+
+    Training batches are shuffled anew each epoch from the run's seed; a run resumed from a
+    mid-epoch checkpoint goes on with the same order from the next batch (``ResumableData``)."""
 
     unknown = "error"  # what PairDataset does with a token outside the vocabulary
 
     def __init__(self, batch_size: int, num_workers: int) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._splits: dict[str, list[Pair]] | None = None
@@ -81,27 +88,31 @@ class _PairDataModule(L.LightningDataModule):
             if name not in self._datasets:
                 self._datasets[name] = PairDataset(pairs, self.vocab, unknown=self.unknown)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
+        """An evaluation loader, in order; its own generator keeps it off the global random state."""
         return DataLoader(
             self._datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
             collate_fn=collate_pairs,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self.train_loader(
+            self._datasets["train"], self.batch_size, shuffle=True, collate_fn=collate_pairs,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
 
 class CharPairDataModule(_PairDataModule):

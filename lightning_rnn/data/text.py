@@ -16,6 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lightning_rnn.data.batchify import StreamWindows
+from lightning_rnn.data.resumable import ResumableData, ResumableLoader
 from lightning_rnn.data.vocabulary import Level, Vocabulary
 
 DATA_ENV_VAR = "LIGHTNING_RNN_DATA"
@@ -36,7 +37,7 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class TextDataModule(LightningDataModule):
+class TextDataModule(ResumableData, LightningDataModule):
     """Train/valid/test text files for a word- or character-level language model.
 
     Args:
@@ -51,6 +52,7 @@ class TextDataModule(LightningDataModule):
     Batches are ``(inputs, targets)`` of shape ``[B, T]`` (token ids, int64).
     Under DDP with N ranks the split is cut into ``N * B`` streams and each rank
     reads its own contiguous ``B`` of them; no distributed sampler is involved.
+    A run resumed from a mid-epoch checkpoint goes on from the next window (``ResumableData``).
     """
 
     def __init__(
@@ -123,8 +125,11 @@ class TextDataModule(LightningDataModule):
     def _loader(self, split: str, batch_size: int) -> DataLoader:
         rank, world_size = self._rank_and_world()
         windows = StreamWindows(self.tokens(split), batch_size, self.bptt, rank, world_size)
+        if split == "train":
+            windows.skip_once(self.resume_batches())
         # batch_size=None: the dataset already yields whole [B, T] batches, in order
-        return DataLoader(windows, batch_size=None)
+        loader_class = ResumableLoader if split == "train" else DataLoader
+        return loader_class(windows, batch_size=None, generator=torch.Generator())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size)
@@ -136,4 +141,4 @@ class TextDataModule(LightningDataModule):
         return self._loader("test", self.eval_batch_size)
 
     def state_dict(self) -> dict:
-        return {"vocabulary": self.vocab.to_dict()}
+        return {**super().state_dict(), "vocabulary": self.vocab.to_dict()}

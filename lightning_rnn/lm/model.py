@@ -9,6 +9,10 @@ and kept apart for train, validation and test. Because each batch is still one
 ordinary optimization step, Lightning's automatic optimization keeps working:
 ``gradient_clip_val``, ``accumulate_grad_batches``, lr schedulers and mixed
 precision are all the Trainer's usual options.
+
+A checkpoint written mid-epoch also holds the carried training state, as it was after the last
+finished step, so a resumed run continues the same streams with the same state (the DataModule
+skips the windows already used: ``lightning_rnn.data.resumable``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lightning_rnn.data.resumable import finished_batches
 from lightning_rnn.data.vocabulary import EOS, Vocabulary
 from lightning_rnn.lm.optim import OptimizerName, ScheduleName, build_optimizer, build_schedule
 from lightning_rnn.lm.sampling import next_token
@@ -30,6 +36,7 @@ Cell = Literal["lstm", "gru", "rnn"]
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 SPLITS = ("train", "val", "test")
 VOCAB_KEY = "lightning_rnn_vocabulary"  # where the vocabulary lives inside a checkpoint
+CARRIED_KEY = "lightning_rnn_carried_state"  # the training state carried across windows, mid-epoch
 
 
 def detach_state(state: State | None) -> State | None:
@@ -39,6 +46,14 @@ def detach_state(state: State | None) -> State | None:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)  # type: ignore[return-value]
     return state.detach()
+
+
+def state_to(state: State | None, device: torch.device) -> State | None:
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.to(device) for s in state)  # type: ignore[return-value]
+    return state.to(device)
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -131,6 +146,10 @@ class LanguageModel(LightningModule):
         self.vocab: Vocabulary | None = None  # set from the DataModule or a checkpoint
         self.nll = nn.ModuleDict({split: MeanMetric() for split in ("val", "test")})
         self._states: dict[str, State | None] = dict.fromkeys(SPLITS)
+        # training windows of this epoch folded into _states["train"], and the state one window
+        # before: a checkpoint written from inside a step needs the state before that step
+        self._train_windows = 0
+        self._train_state_before: State | None = None
 
     # -- the network -----------------------------------------------------------
 
@@ -143,14 +162,20 @@ class LanguageModel(LightningModule):
     def _step(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Run one window, continuing from (and then replacing) the split's carried state."""
         inputs, targets = batch
-        logits, state = self(inputs, self._states[split])
+        previous = self._states[split]
+        if previous is not None and (previous[0] if isinstance(previous, tuple) else previous).device != inputs.device:
+            previous = state_to(previous, inputs.device)  # restored from a checkpoint onto the CPU
+        logits, state = self(inputs, previous)
         self._states[split] = detach_state(state)
+        if split == "train":
+            self._train_state_before, self._train_windows = previous, self._train_windows + 1
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     # -- training and evaluation ------------------------------------------------
 
     def on_train_epoch_start(self) -> None:
         self._states["train"] = None
+        self._train_windows, self._train_state_before = 0, None
 
     # Metrics are reset at epoch start, not end: a reset re-creates their state tensors, and
     # tensors created under Trainer.validate's inference mode cannot be updated later by fit.
@@ -223,10 +248,33 @@ class LanguageModel(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.vocab is not None:
             checkpoint[VOCAB_KEY] = self.vocab.to_dict()
+        carried = self._carried_state_to_save()
+        if carried is not None:
+            checkpoint[CARRIED_KEY] = carried
+
+    def _carried_state_to_save(self) -> dict | None:
+        """The training state after the last finished step, when a checkpoint is written mid-epoch."""
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return None
+        done = finished_batches(self.trainer)
+        if done == 0:  # at an epoch boundary the state starts afresh anyway
+            return None
+        if self._train_windows == done:
+            state = self._states["train"]
+        elif self._train_windows == done + 1:  # written from inside a step: that step runs again
+            state = self._train_state_before
+        else:
+            return None
+        return {"windows": done, "state": state_to(state, torch.device("cpu"))}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if VOCAB_KEY in checkpoint:
             self._adopt_vocabulary(Vocabulary.from_dict(checkpoint[VOCAB_KEY]), "checkpoint's")
+        carried = checkpoint.get(CARRIED_KEY)
+        if carried is not None:
+            # a resumed mid-epoch run does not call on_train_epoch_start: this is its state
+            self._states["train"], self._train_windows = carried["state"], carried["windows"]
+            self._train_state_before = None
 
     # -- generation ---------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from lightning_rnn.checkpoints import CheckpointError, load_model
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,15 +30,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     parser = _parser()
     opts = parser.parse_args(argv)
-    if not Path(opts.ckpt).is_file():
-        parser.error(f"--ckpt: no such checkpoint file: {opts.ckpt}")
     if opts.beam_size is not None and opts.beam_size < 1:
         parser.error(f"--beam_size must be >= 1, got {opts.beam_size}")
 
     from lightning_rnn.seq2seq.module import Seq2Seq
 
     overrides = {"backend": opts.backend} if opts.backend else {}
-    model = Seq2Seq.load_from_checkpoint(opts.ckpt, map_location=opts.device, **overrides)
+    try:
+        model = load_model(Seq2Seq, opts.ckpt, map_location=opts.device, **overrides)
+    except CheckpointError as err:  # one line naming the file, no traceback
+        print(f"lightning-rnn translate: error: {err}", file=sys.stderr)
+        return 2
     model.eval()
     if model.vocab is None:
         print(f"error: {opts.ckpt} holds no vocabulary (not trained with a pair datamodule)", file=sys.stderr)
