@@ -173,8 +173,8 @@ def test_visualize_finds_the_quote_unit_and_writes_valid_files(trained, tmp_path
 
     summary = json.loads((out / "summary.json").read_text())
     best = summary["best_units"]["in_quotes"][0]
-    # Untrained, the best unit reaches |r| ~0.5-0.6 (upper-case letters alone); after 300 steps 0.82-0.99 over 12 seeds.
-    assert abs(best["r"]) > 0.75, f"best in_quotes unit {best} (seed {seed})"
+    # Untrained, the best unit reaches |r| ~0.5-0.6 (upper-case letters alone); after 400 steps 0.82-0.98 (10 seeds).
+    assert abs(best["r"]) > 0.7, f"best in_quotes unit {best} (seed {seed})"
     assert f"{best['unit']}" in printed and f"{best['r']:+.3f}" in printed
     assert summary["tokens"] == len(text_file.read_text()) and summary["text_kind"] == "prose"
     assert {row["gate"] for row in summary["saturation"]} == {"i", "f", "o"}
