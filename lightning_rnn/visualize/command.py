@@ -119,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--units must be in [0, {model.rnn.hidden_size - 1}] (hidden_size), got {opts.units!r}")
     text = _read_text(parser, opts)
 
-    import torch
-
-    torch.set_grad_enabled(False)
     acts = capture(model, text, opts.max_chars)
     kind = guess_kind(text) if opts.kind == "auto" else opts.kind
     features = token_features(acts.tokens, acts.level, kind)
