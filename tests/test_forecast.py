@@ -221,7 +221,7 @@ def test_the_recipe_fits_then_tests_a_checkpoint_with_persistence_beside_and_a_p
                          "--trainer.limit_train_batches", "0.05"])  # 1 of 20 batches
     recipe = yaml.safe_load(RECIPE.read_text())
     hparams = fit.model.hparams
-    assert hparams.input_size == fit.datamodule.input_size == 6  # 4 columns + day-of-year sin, cos
+    assert hparams.input_size == fit.datamodule.input_size == 4  # temp_max, temp_min + day-of-year sin, cos
     assert "vocab_size" not in hparams  # the CLI links it only into models that take it
     for key, value in recipe["model"]["init_args"].items():
         assert hparams[key] == {"hidden_size": 4, "backend": "torch"}.get(key, value), key
