@@ -1,0 +1,50 @@
+"""What the Elman (kernels/rnn) and GRU (kernels/gru) step kernels share on the host side:
+tile sizes, output buffers, and whether Triton runs in its CPU interpreter.
+
+Kept apart from kernels/lstm/function.py on purpose: that file's launch policy (autotuned
+tiles, persistent kernel) is the LSTM's own and evolves separately.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+#: Whether triton.jit compiled the kernels for its CPU interpreter (read once, at import).
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+#: Tests set this to fill every buffer a kernel writes with NaN first, so that an element
+#: the kernel forgets to write shows up as NaN instead of as stale zeros.
+POISON_BUFFERS = False
+
+#: Tests set this to (BLOCK_B, BLOCK_H, BLOCK_K) to run the interpreter with the GPU's tiles
+#: (many programs, masked edges, several k iterations) instead of its usual single big tile.
+FORCED_BLOCK_SIZES: tuple[int, int, int] | None = None
+
+#: The tiles used on a GPU: small enough that the per-step grid fills the SMs at small batch,
+#: and that three (GRU) weight tiles of BLOCK_K x BLOCK_H fp32 stay in registers.
+GPU_BLOCK_CAPS = (16, 32, 64)
+INTERPRETER_BLOCK_CAPS = (64, 128, 128)  # the interpreter runs programs one by one: few, large tiles
+NUM_WARPS = 4
+
+
+def empty(*shape: int, device: torch.device) -> Tensor:
+    """An fp32 buffer a kernel will fill (NaN-filled under POISON_BUFFERS)."""
+    if POISON_BUFFERS:
+        return torch.full(shape, float("nan"), dtype=torch.float32, device=device)
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+def block_sizes(batch: int, hidden: int, reduce: int) -> tuple[int, int, int]:
+    """Tile sizes (BLOCK_B, BLOCK_H, BLOCK_K); tl.dot wants every dimension >= 16."""
+    if FORCED_BLOCK_SIZES is not None:
+        return FORCED_BLOCK_SIZES
+    caps = INTERPRETER_BLOCK_CAPS if INTERPRETED else GPU_BLOCK_CAPS
+    return tuple(max(16, min(triton.next_power_of_2(n), cap)) for n, cap in zip((batch, hidden, reduce), caps))
+
+
+def step_grid(batch: int, hidden: int, blocks: tuple[int, int, int]) -> tuple[int, int]:
+    """One program per (BLOCK_B batch rows) x (BLOCK_H hidden units) tile."""
+    return triton.cdiv(batch, blocks[0]), triton.cdiv(hidden, blocks[1])
