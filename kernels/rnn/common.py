@@ -19,14 +19,14 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: the kernel forgets to write shows up as NaN instead of as stale zeros.
 POISON_BUFFERS = False
 
-#: Tests set this to (BLOCK_B, BLOCK_H, BLOCK_K) to run the interpreter with the GPU's tiles
-#: (many programs, masked edges, several k iterations) instead of its usual single big tile.
-FORCED_BLOCK_SIZES: tuple[int, int, int] | None = None
-
-#: The tiles used on a GPU: small enough that the per-step grid fills the SMs at small batch,
-#: and that three (GRU) weight tiles of BLOCK_K x BLOCK_H fp32 stay in registers.
+#: Largest (BLOCK_B, BLOCK_H, BLOCK_K) on a GPU: small enough that the per-step grid fills the
+#: SMs at small batch, and that three (GRU) weight tiles of BLOCK_K x BLOCK_H fp32 stay in registers.
 GPU_BLOCK_CAPS = (16, 32, 64)
 INTERPRETER_BLOCK_CAPS = (64, 128, 128)  # the interpreter runs programs one by one: few, large tiles
+
+#: Tests set this to GPU_BLOCK_CAPS to run the interpreter with exactly the GPU's tiles (many
+#: programs, masked edges, several k iterations) instead of its usual single big tile.
+FORCED_BLOCK_CAPS: tuple[int, int, int] | None = None
 NUM_WARPS = 4
 
 
@@ -39,9 +39,7 @@ def empty(*shape: int, device: torch.device) -> Tensor:
 
 def block_sizes(batch: int, hidden: int, reduce: int) -> tuple[int, int, int]:
     """Tile sizes (BLOCK_B, BLOCK_H, BLOCK_K); tl.dot wants every dimension >= 16."""
-    if FORCED_BLOCK_SIZES is not None:
-        return FORCED_BLOCK_SIZES
-    caps = INTERPRETER_BLOCK_CAPS if INTERPRETED else GPU_BLOCK_CAPS
+    caps = FORCED_BLOCK_CAPS or (INTERPRETER_BLOCK_CAPS if INTERPRETED else GPU_BLOCK_CAPS)
     return tuple(max(16, min(triton.next_power_of_2(n), cap)) for n, cap in zip((batch, hidden, reduce), caps))
 
 
