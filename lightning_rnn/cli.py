@@ -5,7 +5,7 @@
     lightning-rnn test     --config recipes/ptb_small.yaml --ckpt_path runs/.../best.ckpt
     lightning-rnn generate --ckpt runs/.../best.ckpt --prompt "def " [--max_new_tokens 300]
     lightning-rnn translate ...   (seq2seq: lightning_rnn.seq2seq.translate)
-    lightning-rnn bench ...       (kernel benchmarks: kernels.bench)
+    lightning-rnn bench ...       (kernel benchmarks: lightning_rnn.bench)
 
 ``fit``/``validate``/``test`` are Lightning's ``LightningCLI`` with subclass mode for
 both model and data, so a recipe names its classes (``class_path``/``init_args``)
@@ -35,13 +35,13 @@ USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,bench} ...
   fit | validate | test   train or evaluate from a recipe:  --config recipes/<name>.yaml [--dotted.override value]
   generate                sample text from a language-model checkpoint:  --ckpt PATH --prompt TEXT
   translate               run a seq2seq checkpoint (lightning_rnn.seq2seq)
-  bench                   benchmark the recurrent kernels (kernels.bench)
+  bench                   benchmark the recurrent kernels (lightning_rnn.bench)
 
 Run `lightning-rnn <command> --help` for the options of a command.
 """
 
 # Subcommands implemented outside this file, imported only when used.
-DELEGATED = {"translate": "lightning_rnn.seq2seq.translate", "bench": "kernels.bench"}
+DELEGATED = {"translate": "lightning_rnn.seq2seq.translate", "bench": "lightning_rnn.bench.cli"}
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 
 

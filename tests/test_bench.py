@@ -1,4 +1,4 @@
-"""The kernel benchmark harness (kernels.bench) on the CPU: outputs, skips, timing maths, parity."""
+"""The kernel benchmark harness (lightning_rnn.bench) on the CPU: outputs, skips, timing maths, parity."""
 from __future__ import annotations
 
 import csv
@@ -9,12 +9,12 @@ import zlib
 import pytest
 import torch
 
-from kernels import bench
-from kernels.benchmark import providers as prov
-from kernels.benchmark.plot import draw_speedups
-from kernels.benchmark.report import CSV_FIELDS, add_speedups
-from kernels.benchmark.runner import Config, run_benchmark
-from kernels.benchmark.timing import quantile, time_cpu
+from lightning_rnn.bench import cli as bench
+from lightning_rnn.bench import providers as prov
+from lightning_rnn.bench.plot import draw_speedups
+from lightning_rnn.bench.report import CSV_FIELDS, add_speedups
+from lightning_rnn.bench.runner import Config, run_benchmark
+from lightning_rnn.bench.timing import quantile, time_cpu
 
 CUDA = torch.cuda.is_available()
 
@@ -37,7 +37,7 @@ def test_cpu_smoke_end_to_end(tmp_path, capsys):
     for key in ("device", "driver", "torch", "triton", "cudnn", "python", "git_commit", "timestamp", "command"):
         assert key in meta
     assert meta["device_type"] == "cpu" and meta["driver"] is None
-    assert meta["command"] == "python -m kernels.bench " + " ".join(args)
+    assert meta["command"] == "python -m lightning_rnn.bench " + " ".join(args)
 
     rows = payload["results"]  # 2 points x 3 CPU providers x 2 modes, all measured
     assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}

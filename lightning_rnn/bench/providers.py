@@ -169,7 +169,7 @@ def provider_skip_reason(name: str, device: torch.device, interpreter: bool) -> 
         return ("running on the CPU, where Triton runs only in its interpreter: far too slow to be "
                 "worth timing (pass --interpreter to time it anyway, labelled 'interpreter')")
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
-        return "TRITON_INTERPRET=1 is not set (kernels.bench sets it with --interpreter before importing triton)"
+        return "TRITON_INTERPRET=1 is not set (lightning_rnn.bench sets it with --interpreter before importing triton)"
     return point_skip_reason(name, torch.empty(1, device=device))
 
 

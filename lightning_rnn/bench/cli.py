@@ -1,10 +1,10 @@
 """Kernel benchmark harness: ours (Triton) vs our PyTorch fallback vs torch.nn.LSTM vs a naive loop.
 
-    python -m kernels.bench --preset target          # B=16 T=1024 H=768, 1 layer, bf16 and fp16
-    python -m kernels.bench --preset sweep           # B in 8..128 x H in 256..1024, T=512
-    python -m kernels.bench --preset cpu-smoke       # tiny, seconds on a CPU
-    python -m kernels.bench --batch 16,32 --hidden 512 --seq-len 256 --dtype bf16 --modes fwd
-    lightning-rnn bench ...                          # the same (lightning_rnn.cli dispatches here)
+    python -m lightning_rnn.bench --preset target          # B=16 T=1024 H=768, 1 layer, bf16 and fp16
+    python -m lightning_rnn.bench --preset sweep           # B in 8..128 x H in 256..1024, T=512
+    python -m lightning_rnn.bench --preset cpu-smoke       # tiny, seconds on a CPU
+    python -m lightning_rnn.bench --batch 16,32 --hidden 512 --seq-len 256 --dtype bf16 --modes fwd
+    lightning-rnn bench ...                                # the same (lightning_rnn.cli dispatches here)
 
 Writes results.json, results.csv and plot.png to benchmarks/results/<name>/ (or --out) and
 prints a table with each provider's speed-up vs torch.nn.LSTM and vs the naive loop.
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_options(args: argparse.Namespace, device: torch.device) -> dict:
     """Preset, then explicit flags on top; flattens '8,16 32' into [8, 16, 32]."""
-    from kernels.benchmark.providers import PROVIDERS, canonical_dtype
-    from kernels.benchmark.runner import MODES
+    from lightning_rnn.bench.providers import PROVIDERS, canonical_dtype
+    from lightning_rnn.bench.runner import MODES
 
     preset = args.preset or ("target" if device.type == "cuda" else "cpu-smoke")
     opts = {**DEFAULTS, **PRESETS[preset], "preset": preset}
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         # Must precede the first import of kernels.lstm.function (triton.jit reads it then).
         os.environ["TRITON_INTERPRET"] = "1"
 
-    from kernels.benchmark import report
-    from kernels.benchmark.plot import write_plot
-    from kernels.benchmark.providers import PROVIDERS, Point
-    from kernels.benchmark.runner import MODES, Config, run_benchmark
+    from lightning_rnn.bench import report
+    from lightning_rnn.bench.plot import write_plot
+    from lightning_rnn.bench.providers import PROVIDERS, Point
+    from lightning_rnn.bench.runner import MODES, Config, run_benchmark
 
     try:
         opts = resolve_options(args, device)

@@ -49,7 +49,7 @@ def _program() -> list[str]:
     """How the harness was started, for the recorded command line."""
     if Path(sys.argv[0]).name == "lightning-rnn":
         return ["lightning-rnn", "bench"]
-    return ["python", "-m", "kernels.bench"]
+    return ["python", "-m", "lightning_rnn.bench"]
 
 
 def collect_metadata(device: torch.device, argv: Sequence[str]) -> dict:
