@@ -55,7 +55,7 @@ def plot_groups(rows: list[dict]) -> tuple[list[str], list[tuple[str, list[dict]
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r["provider"] in providers and r.get("speedup_vs_torch"):
-            name = f"B{r['batch']} H{r['hidden']} T{r['seq_len']} L{r['layers']} {r['dtype']} {r['mode']}"
+            name = f"{r.get('cell', 'lstm')} B{r['batch']} H{r['hidden']} T{r['seq_len']} L{r['layers']} {r['dtype']} {r['mode']}"
             groups.setdefault(name, []).append(r)
     return providers, list(groups.items())
 
