@@ -119,7 +119,7 @@ def test_tiles_reach_the_gpu_grid(tiles):
     tiles(True)
     (forward, backward) = launch_configs(batch=17, hidden=100)
     assert forward["grid"] == backward["grid"] == (2, 4)  # 17 rows / 16, 100 units / 32
-    assert forward["constexprs"]["BLOCK_K"] == 64  # two k iterations over H = 100
+    assert forward["constexprs"]["BLOCK_K"] == 32  # four k iterations over H = 100
     tiles(False)
     assert launch_configs(batch=17, hidden=100)[0]["grid"] == (1, 1)
 

@@ -10,7 +10,6 @@ Only h is saved for backward (act' is a function of h for tanh and relu), in fp3
 from __future__ import annotations
 
 import torch
-import triton
 from torch import Tensor
 
 from . import common
