@@ -41,8 +41,8 @@ CASES = [
     Case(B=3, T=7, I=17, H=17, bias=False, gpu_tiles=True),
     Case(B=3, T=33, I=1, H=100, bias=False),
     Case(B=3, T=1, I=5, H=5, gpu_tiles=True),
-    Case(B=17, T=7, I=5, H=100, gpu_tiles=True),
-    Case(B=17, T=1, I=100, H=17),
+    Case(B=17, T=1, I=5, H=100, gpu_tiles=True),
+    Case(B=17, T=7, I=100, H=17),
     Case(B=17, T=33, I=4, H=17),
 ]
 

@@ -40,8 +40,8 @@ CASES = [
     Case(B=3, T=7, I=17, H=17, nonlinearity="tanh", bias=False, gpu_tiles=True),
     Case(B=3, T=33, I=1, H=100, nonlinearity="relu", bias=False),
     Case(B=3, T=1, I=5, H=5, nonlinearity="relu", gpu_tiles=True),
-    Case(B=17, T=7, I=5, H=100, nonlinearity="tanh", gpu_tiles=True),
-    Case(B=17, T=1, I=100, H=17, nonlinearity="tanh"),
+    Case(B=17, T=1, I=5, H=100, nonlinearity="tanh", gpu_tiles=True),
+    Case(B=17, T=7, I=100, H=17, nonlinearity="tanh"),
     Case(B=17, T=33, I=4, H=17, nonlinearity="relu"),
 ]
 
