@@ -98,6 +98,31 @@ def test_layer_matches_reference(case, dtype, poison_kernel_buffers):
     check_layer_parity(case, dtype, DEVICE)
 
 
+# Shapes that span several of the GPU's tiles (16 x 32 x 64): B past 16, H past 32, K past 64.
+MULTI_TILE_CASES = [
+    Case(B=17, T=3, I=5, H=100),
+    Case(B=33, T=2, I=3, H=65, bias=False),
+    Case(B=17, T=2, I=8, H=70, proj=17),
+]
+
+
+@pytest.fixture
+def gpu_tiles(monkeypatch):
+    """Run the per-step kernels with the tile sizes they get on CUDA, also in the interpreter."""
+    from kernels.lstm import function
+
+    monkeypatch.setattr(function, "GPU_TILES", True)
+    return function._block_sizes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", MULTI_TILE_CASES, ids=str)
+def test_layer_matches_reference_with_gpu_tiles(case, dtype, gpu_tiles, poison_kernel_buffers):
+    bb, bh, bk = gpu_tiles(case.B, case.H, case.proj or case.H)
+    assert case.B > bb and case.H > bh and max(case.H, case.proj) > bk, "the case must span several tiles"
+    check_layer_parity(case, dtype, DEVICE)
+
+
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", CASES, ids=str)

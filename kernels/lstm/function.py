@@ -10,17 +10,25 @@ input dtype: fp16/bf16 inputs lose precision only where they are stored.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 import triton
 from torch import Tensor
 
-from .persistent import can_run_persistent, persistent_backward, persistent_enabled, persistent_forward
+from . import persistent as _persistent
+from .persistent import persistent_backward, persistent_enabled, persistent_forward
 from .triton_kernels import lstm_backward_step_kernel, lstm_forward_step_kernel
 
 #: Whether triton.jit compiled these kernels for its CPU interpreter (read once, at import).
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+#: Tile sizes of the per-step kernels: the GPU's unless interpreted (tests force the GPU's in the
+#: interpreter too, so that the multi-tile indexing and the K loop the GPU runs are exercised).
+GPU_TILES = not INTERPRETED
+
+log = logging.getLogger(__name__)
 
 #: Tests set this to fill every buffer a kernel writes with NaN first, so that an element
 #: the kernel forgets to write shows up as NaN instead of as stale zeros.
@@ -33,16 +41,39 @@ def _empty(*shape: int, device: torch.device) -> Tensor:
     return torch.empty(shape, dtype=torch.float32, device=device)
 
 
-def _block_sizes(batch: int, hidden: int, reduce: int) -> tuple[int, int, int]:
+#: Warps per program of the per-step kernels (what `kernels.resources` compiles them with).
+STEP_NUM_WARPS = 4
+
+
+def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = None) -> tuple[int, int, int]:
     """Tile sizes (BLOCK_B, BLOCK_H, BLOCK_K); tl.dot wants every dimension >= 16."""
 
     def fit(n: int, cap: int) -> int:
         return max(16, min(triton.next_power_of_2(n), cap))
 
-    if INTERPRETED:
+    if not (GPU_TILES if gpu_tiles is None else gpu_tiles):
         # The interpreter runs programs one after another: few, large tiles are fastest.
         return fit(batch, 64), fit(hidden, 128), fit(reduce, 128)
     return fit(batch, 16), fit(hidden, 32), fit(reduce, 64)
+
+
+def _persistent_plan(B: int, H: int, has_proj: bool, dtype: torch.dtype, device: torch.device):
+    """The persistent kernels' launch plan if they are enabled and fit this layer, else None (reason logged)."""
+    if not persistent_enabled():
+        return None
+    plan, reason = _persistent.choose_plan(B, H, has_proj, dtype, device, INTERPRETED)
+    if plan is None:
+        _log_once(f"persistent LSTM not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
+    return plan
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.warning(message)
 
 
 class _LSTMLayerFunction(torch.autograd.Function):
@@ -75,9 +106,9 @@ class _LSTMLayerFunction(torch.autograd.Function):
         h_cell = _empty(T, B, H, device=dev) if w_hr is not None else hs[1:]
         w_hr32 = w_hr.float() if w_hr is not None else None
 
-        persistent = persistent_enabled() and can_run_persistent(B, H, w_hr is not None, dev, INTERPRETED)
-        if persistent:
-            persistent_forward(xg, hs, cs, gates, w_hh, INTERPRETED)
+        plan = _persistent_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        if plan is not None:
+            persistent_forward(xg, hs, cs, gates, w_hh, plan, INTERPRETED)
         else:
             BB, BH, BK = _block_sizes(B, H, R)
             grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
@@ -85,14 +116,14 @@ class _LSTMLayerFunction(torch.autograd.Function):
                 lstm_forward_step_kernel[grid](
                     xg[t], hs[t], cs[t], w_hh, h_cell[t], cs[t + 1], gates[t],
                     B, H, R, w_hh.stride(0),
-                    BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+                    BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK, num_warps=STEP_NUM_WARPS,
                 )
                 if w_hr32 is not None:
                     torch.mm(h_cell[t], w_hr32.t(), out=hs[t + 1])
 
         ctx.save_for_backward(x, w_ih, w_hh, w_hr, hs, cs, gates, h_cell if w_hr is not None else None)
         ctx.has_bias = bias is not None
-        ctx.persistent = persistent
+        ctx.persistent = plan
         ctx.state_dtypes = (h0.dtype, c0.dtype)
         y = hs[1:].to(x.dtype, copy=True)  # a copy: the caller may modify y, hs must stay intact
         return y, y[-1].clone(), cs[T].to(x.dtype, copy=True)
@@ -117,13 +148,13 @@ class _LSTMLayerFunction(torch.autograd.Function):
         BB, BH, BK = _block_sizes(B, H, H)
         grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
         if ctx.persistent:
-            persistent_backward(dh_in, dgates, w_hh, gates, cs, dc, INTERPRETED)
+            persistent_backward(dh_in, dgates, w_hh, gates, cs, dc, ctx.persistent, INTERPRETED)
         elif w_hr is None:
             for t in range(T - 1, -1, -1):
                 lstm_backward_step_kernel[grid](
                     dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
                     B, H, w_hh.stride(0),
-                    FUSE_RECURRENT=True, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+                    FUSE_RECURRENT=True, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK, num_warps=STEP_NUM_WARPS,
                 )
         else:
             # With a projection dh_t (B, P) must pass through W_hr before it reaches the cell, so
@@ -136,7 +167,7 @@ class _LSTMLayerFunction(torch.autograd.Function):
                 lstm_backward_step_kernel[grid](
                     dh_cell, dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
                     B, H, w_hh.stride(0),
-                    FUSE_RECURRENT=False, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+                    FUSE_RECURRENT=False, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK, num_warps=STEP_NUM_WARPS,
                 )
 
         dg = dgates[:T].view(T * B, 4 * H)
@@ -182,3 +213,33 @@ def lstm_layer(
         bias = sum(b.float() for b in (b_ih, b_hh) if b is not None)
     with torch.autocast(device_type, enabled=False):
         return _LSTMLayerFunction.apply(x, h0, c0, w_ih, w_hh, bias, w_hr)
+
+
+_W_TYPE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+
+
+def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
+    """The launches `lstm_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
+    from kernels.resources import LaunchConfig
+
+    w = "*" + _W_TYPE[dtype]
+    BB, BH, BK = _block_sizes(B, H, H, gpu_tiles=True)
+    programs = triton.cdiv(B, BB) * triton.cdiv(H, BH)
+    f32, i32 = "*fp32", "i32"
+    fwd_sig = (("xg_ptr", f32), ("h_prev_ptr", f32), ("c_prev_ptr", f32), ("w_hh_ptr", w), ("h_out_ptr", f32),
+               ("c_out_ptr", f32), ("gates_ptr", f32), ("B", i32), ("H", i32), ("R", i32), ("stride_w", i32),
+               ("BLOCK_B", "constexpr"), ("BLOCK_H", "constexpr"), ("BLOCK_K", "constexpr"))
+    bwd_sig = (("dh_ptr", f32), ("dgates_next_ptr", f32), ("w_hh_ptr", w), ("gates_ptr", f32), ("c_ptr", f32),
+               ("c_prev_ptr", f32), ("dc_ptr", f32), ("dgates_ptr", f32), ("B", i32), ("H", i32),
+               ("stride_w", i32), ("FUSE_RECURRENT", "constexpr"), ("BLOCK_B", "constexpr"),
+               ("BLOCK_H", "constexpr"), ("BLOCK_K", "constexpr"))
+    tiles = (("BLOCK_B", BB), ("BLOCK_H", BH), ("BLOCK_K", BK))
+    common = dict(family="lstm", B=B, H=H, dtype=dtype, num_warps=STEP_NUM_WARPS, programs=programs,
+                  persistent=False)
+    configs = [
+        LaunchConfig(kernel="lstm.step.forward", fn_path="kernels.lstm.triton_kernels:lstm_forward_step_kernel",
+                     signature=fwd_sig, constexprs=tiles, **common),
+        LaunchConfig(kernel="lstm.step.backward", fn_path="kernels.lstm.triton_kernels:lstm_backward_step_kernel",
+                     signature=bwd_sig, constexprs=(("FUSE_RECURRENT", True),) + tiles, **common),
+    ]
+    return configs + _persistent.resource_configs(B, H, dtype, sms)

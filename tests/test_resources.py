@@ -1,0 +1,78 @@
+"""kernels.resources: the sm_90 fit rule, and the launches the LSTM dispatcher makes at the target points.
+
+Compiling for sm_90 needs the NVIDIA backend of the Triton wheel (not the GPU); without it the
+compile tests skip. Compiling is slow, so only the target points are compiled here; the CLI
+(`python -m kernels.resources`) covers the whole grid.
+"""
+from __future__ import annotations
+
+import pytest
+
+from kernels.resources import COLUMNS, H100, blocks_per_sm, fits, format_table, measure_points, unavailable_reason
+
+TARGETS = [(16, 768, "fp16"), (16, 768, "bf16"), (16, 1024, "bf16"), (16, 1024, "fp16")]
+requires_sm90_compiler = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+
+
+@pytest.mark.parametrize("regs, smem, warps, expected", [
+    (255, 0, 8, 1),  # 255 regs -> 8192 per warp: 8 warps fill the register file
+    (128, 0, 8, 2),
+    (64, 0, 4, 8),  # by registers 32 warps = 8 blocks
+    (32, 0, 4, 16),  # threads: 2048 / 128
+    (40, 100_000, 4, 2),  # shared memory: 2 x (100000 + 1024) <= 233472
+    (40, 232_448, 4, 1),
+    (40, 232_449, 4, 0),  # past the 227 KB a block may have
+    (256, 0, 1, 0),  # past 255 registers a thread
+])
+def test_blocks_per_sm(regs, smem, warps, expected):
+    assert blocks_per_sm(regs, smem, warps) == expected
+
+
+def test_fit_rule_for_persistent_grids():
+    assert fits(255, 98_304, 8, 132, persistent=True) == (True, "")
+    ok, reason = fits(255, 98_304, 8, 133, persistent=True)
+    assert not ok and "grid barrier" in reason
+    assert fits(255, 98_304, 8, 10_000, persistent=False)[0], "a non-persistent grid may exceed the SMs"
+    ok, reason = fits(100, 300_000, 4, 1, persistent=False)
+    assert not ok and "shared memory" in reason
+
+
+@pytest.fixture(scope="module")
+def target_rows():
+    return measure_points(TARGETS, families=["lstm"])
+
+
+@requires_sm90_compiler
+def test_json_rows_have_the_documented_fields(target_rows):
+    assert target_rows, "no configurations measured"
+    for row in target_rows:
+        assert set(COLUMNS) <= row.keys()
+        assert row["regs"] is not None, row["reason"]
+    assert {(r["B"], r["H"], r["dtype"]) for r in target_rows} == set(TARGETS)
+    assert "lstm.persistent.forward" in format_table(target_rows)
+
+
+@requires_sm90_compiler
+def test_every_launch_the_dispatcher_makes_fits(target_rows):
+    for row in target_rows:
+        assert row["fits"], f"{row['kernel']} {row['dtype']} B{row['B']} H{row['H']}: {row['reason']}"
+        assert row["regs"] <= H100.regs_per_thread and row["smem_bytes"] <= H100.smem_per_block
+
+
+@requires_sm90_compiler
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_persistent_kernels_fit_without_spills_at_target(target_rows, direction):
+    rows = [r for r in target_rows if r["kernel"] == f"lstm.persistent.{direction}"]
+    assert {(r["B"], r["H"], r["dtype"]) for r in rows} == set(TARGETS)
+    for r in rows:
+        assert r["fits"] and r["spill_bytes"] == 0, r
+        assert r["programs"] >= 96, "most of the 132 SMs should work"
+
+
+def test_a_registered_family_is_measured(monkeypatch):
+    from kernels import resources
+
+    seen = []
+    monkeypatch.setitem(resources.FAMILIES, "toy", lambda B, H, dtype, sms: seen.append((B, H, dtype, sms)) or [])
+    assert resources.launch_configs(4, 8, "fp32", families=["toy"]) == []
+    assert seen == [(4, 8, "fp32", H100.sms)]
