@@ -8,6 +8,7 @@ interpreter's single big tile. B, T, H are covered pairwise, not as a full produ
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -18,6 +19,7 @@ from tests.conftest import requires_cuda
 from tests.tolerance import assert_no_worse_than_torch, rounded_to
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @dataclass(frozen=True)
@@ -113,15 +115,19 @@ def test_layer_matches_reference_bf16_gpu(case, tiles):
 
 
 def test_tiles_reach_the_gpu_grid(tiles):
-    """The GPU tiles really split a step into several programs with ragged edges and k loops."""
-    from kernels.gru.function import launch_configs
+    """The GPU tiles (forced in the interpreter by `tiles(True)`) split a step into several programs
+    with ragged edges and k loops; they are the tiles kernels.resources checks for an H100."""
+    from kernels.gru.function import resource_configs
+    from kernels.rnn.common import block_sizes
 
     tiles(True)
-    (forward, backward) = launch_configs(batch=17, hidden=100)
-    assert forward["grid"] == backward["grid"] == (2, 4)  # 17 rows / 16, 100 units / 32
-    assert forward["constexprs"]["BLOCK_K"] == 32  # four k iterations over H = 100
+    assert block_sizes(17, 100, 100) == (16, 32, 32)  # grid 2 x 4, four k iterations over H = 100
+    forward, backward = resource_configs(17, 100, "fp32", sms=132)
+    assert dict(forward.constexprs) == {"HAS_B_HN": True, "BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_K": 32}
+    assert forward.programs == backward.programs == 2 * 4
+    assert dict(forward.signature)["w_hh_ptr"] == "*fp32" and dict(forward.signature)["B"] == "i32"
     tiles(False)
-    assert launch_configs(batch=17, hidden=100)[0]["grid"] == (1, 1)
+    assert block_sizes(17, 100, 100) == ((32, 128, 128) if INTERPRETED else (16, 32, 32))
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # numpy, in the interpreter: sigmoid -> 0, as wanted

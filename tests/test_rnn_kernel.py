@@ -138,26 +138,14 @@ def test_unknown_nonlinearity_is_refused():
 
 
 
-def test_step_kernels_compile_for_an_h100_without_spills(monkeypatch):
-    """sm_90 builds of every GRU and Elman step kernel at the GPU's tiles keep all values in
-    registers (no local-memory stack) for fp32 and bf16 weights. H = 768 and 1024 use the same
-    tiles, so one is compiled. In a subprocess: the kernels must be compiled for the GPU, not for
-    this session's interpreter."""
-    import os
-    import subprocess
-    import sys
+def test_step_kernels_fit_an_h100_without_spills():
+    """sm_90 builds of every GRU and Elman step kernel, as the layers launch them at H = 768 and
+    1024, fit an H100 with no spills (kernels.resources compiles them; no GPU needed)."""
+    from kernels import resources
 
-    from kernels.gru.function import launch_configs as gru_configs
-    from kernels.rnn import common
-    from kernels.rnn.function import launch_configs as rnn_configs
-
-    monkeypatch.setattr(common, "FORCED_BLOCK_CAPS", common.GPU_BLOCK_CAPS)
-    tiles = {H: [c["constexprs"] for c in gru_configs(64, H) + rnn_configs(64, H)] for H in (768, 1024)}
-    assert tiles[768] == tiles[1024]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "kernels.rnn.h100_fit", "--hidden", "1024", "--dtypes", "fp32,bf16"],
-                          capture_output=True, text=True, env=env)
-    if done.returncode == 2:
-        pytest.skip(done.stdout.strip())
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("ok: ") == 2 * 6, done.stdout  # 2 dtypes x 6 kernel variants
+    if (reason := resources.unavailable_reason()) is not None:
+        pytest.skip(reason)
+    rows = resources.measure_points([(16, 768, "fp32"), (64, 1024, "bf16")], families=["gru", "rnn"])
+    assert len(rows) == 2 * 6  # 2 points x (GRU forward, backward; Elman tanh, relu x forward, backward)
+    for r in rows:
+        assert r["fits"] and r["spill_bytes"] == 0, r

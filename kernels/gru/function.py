@@ -18,16 +18,10 @@ from kernels.rnn.common import INTERPRETED, block_sizes, empty, step_grid  # noq
 from .triton_kernels import gru_backward_step_kernel, gru_forward_step_kernel
 
 
-def launch_configs(batch: int, hidden: int) -> list[dict]:
-    """The kernels and launch parameters `gru_layer` uses at this size (for resource checks)."""
-    blocks = block_sizes(batch, hidden, hidden)
-    constexprs = dict(zip(("BLOCK_B", "BLOCK_H", "BLOCK_K"), blocks))
-    grid = step_grid(batch, hidden, blocks)
-    return [
-        {"kernel": gru_forward_step_kernel, "constexprs": {**constexprs, "HAS_B_HN": True},
-         "num_warps": common.NUM_WARPS, "grid": grid},
-        {"kernel": gru_backward_step_kernel, "constexprs": constexprs, "num_warps": common.NUM_WARPS, "grid": grid},
-    ]
+def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
+    """The launches `gru_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
+    return [common.resource_config("gru", "forward", gru_forward_step_kernel, B, H, dtype, {"HAS_B_HN": True}),
+            common.resource_config("gru", "backward", gru_backward_step_kernel, B, H, dtype, {})]
 
 
 class _GRULayerFunction(torch.autograd.Function):

@@ -19,15 +19,11 @@ from .triton_kernels import rnn_backward_step_kernel, rnn_forward_step_kernel
 NONLINEARITIES = {"tanh": 0, "relu": 1}
 
 
-def launch_configs(batch: int, hidden: int) -> list[dict]:
-    """The kernels and launch parameters `rnn_layer` uses at this size (for resource checks)."""
-    blocks = block_sizes(batch, hidden, hidden)
-    constexprs = dict(zip(("BLOCK_B", "BLOCK_H", "BLOCK_K"), blocks))
-    return [
-        {"kernel": kernel, "constexprs": {**constexprs, "NONLINEARITY": act}, "num_warps": common.NUM_WARPS,
-         "grid": step_grid(batch, hidden, blocks)}
-        for kernel in (rnn_forward_step_kernel, rnn_backward_step_kernel) for act in NONLINEARITIES.values()
-    ]
+def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
+    """The launches `rnn_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
+    return [common.resource_config("rnn", f"{name}.{act}", kernel, B, H, dtype, {"NONLINEARITY": code})
+            for act, code in NONLINEARITIES.items()
+            for name, kernel in (("forward", rnn_forward_step_kernel), ("backward", rnn_backward_step_kernel))]
 
 
 class _RNNLayerFunction(torch.autograd.Function):
