@@ -224,3 +224,30 @@ def test_language_model_and_seq2seq_cells_use_the_kernels(monkeypatch):
     assert layers
     net(torch.randint(0, 9, (2, 4), device=DEVICE), torch.randint(0, 9, (2, 3), device=DEVICE))
     assert all(m.last_backend == "triton" for m in layers)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "RNN-relu"])
+def test_auto_times_both_backends_once_and_keeps_the_faster(kind, monkeypatch):
+    """On a GPU, "auto" measures Triton against torch.nn per configuration (as for LSTM); here
+    with the measuring switched on for the CPU and a fake timer where torch.nn is faster."""
+    from lightning_rnn.nn import autotune
+
+    monkeypatch.setattr(autotune, "autotune_enabled", lambda device: True)
+    autotune.clear_cache()
+    timed: list[float] = []
+
+    def timer(fn):
+        fn()  # really runs the candidate: both must work
+        timed.append([2.0, 1.0][len(timed) % 2])  # candidates come in order: triton, then torch
+        return timed[-1]
+
+    monkeypatch.setattr(autotune, "cuda_timer", timer)
+    ours_cls, _, extra = KINDS[kind]
+    m = ours_cls(3, 5, **extra)
+    x = torch.randn(4, 2, 3)
+    m(x)
+    assert m.last_backend == "torch" and len(timed) == 2
+    assert all(p.grad is None for p in m.parameters()), "timing must not accumulate gradients"
+    m(x)
+    assert len(timed) == 2, "the same configuration is not timed again"
+    autotune.clear_cache()
