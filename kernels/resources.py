@@ -144,6 +144,8 @@ ConfigsFn = Callable[..., list[LaunchConfig]]
 #: (imported only when used, so this module never imports a kernel at import time).
 FAMILIES: dict[str, ConfigsFn | str] = {
     "lstm": "kernels.lstm.function:resource_configs",
+    "gru": "kernels.gru.function:resource_configs",
+    "rnn": "kernels.rnn.function:resource_configs",
 }
 
 

@@ -42,14 +42,16 @@ def pyplot():
 # -- benchmark ---------------------------------------------------------------------------------
 
 def _shape(row: dict) -> str:
-    return f"B{row['batch']} H{row['hidden']} T{row['seq_len']}" + (f" L{row['layers']}" if row["layers"] > 1 else "")
+    cell = row.get("cell", "lstm")  # one benchmark may time LSTM, GRU and Elman RNN side by side
+    shape = f"B{row['batch']} H{row['hidden']} T{row['seq_len']}" + (f" L{row['layers']}" if row["layers"] > 1 else "")
+    return shape if cell == "lstm" else f"{cell} {shape}"
 
 
 def benchmark_title(meta: dict) -> str:
     versions = ", ".join(f"{name} {meta[key]}" for name, key in (("torch", "torch"), ("Triton", "triton"),
                                                                    ("cuDNN", "cudnn"), ("driver", "driver")) if meta.get(key))
     commit = (meta.get("git_commit") or "")[:8]
-    return (f"Speed-up vs torch.nn.LSTM: {meta.get('device', '?')} ({meta.get('device_type', '?')})\n"
+    return (f"Speed-up vs torch.nn (cuDNN on GPU): {meta.get('device', '?')} ({meta.get('device_type', '?')})\n"
             f"{versions}" + (f", commit {commit}" if commit else "") + (f", preset {meta['preset']}" if meta.get("preset") else ""))
 
 

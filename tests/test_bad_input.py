@@ -96,9 +96,3 @@ def test_cell_input_shape(cls):
         cls(4, 3)(torch.randn(2, 2, 4))
     with pytest.raises(ValueError, match="input_size=4"):
         cls(4, 3)(torch.randn(2, 5))
-
-
-@pytest.mark.parametrize("cls", [GRU, RNN, GRUCell, RNNCell], ids=lambda c: c.__name__)
-def test_triton_backend_not_offered_without_a_kernel(cls):
-    with pytest.raises(ValueError, match="only LSTM"):
-        cls(4, 3, backend="triton")

@@ -122,11 +122,13 @@ def test_quantile_matches_torch():
         assert quantile(values.tolist(), q) == pytest.approx(torch.quantile(values, q).item())
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("name", ["triton", "fallback", "naive"])
-def test_providers_compute_what_torch_computes(name):
-    """Same weights, state and input: each provider's output and input gradient match torch.nn.LSTM's."""
+def test_providers_compute_what_torch_computes(name, cell):
+    """Same weights, state and input: each provider's output and input gradient match torch.nn's."""
     device = torch.device("cuda" if CUDA else "cpu")  # Triton: the interpreter without a GPU
-    w = prov.make_workload(prov.Point(3, 16, 5, 2, "float32", 8), device, seed=1)
+    w = prov.make_workload(prov.Point(3, 16, 5, 2, "float32", 8, cell), device, seed=1)
+    assert type(w.module) is getattr(torch.nn, prov.CELLS[cell][0])
     results = {}
     for p in (name, "torch"):
         forward, _ = prov.PROVIDERS[p].build(w)
@@ -150,4 +152,8 @@ def test_presets_and_list_options():
     assert bench.resolve_options(parse([]), torch.device("cuda"))["preset"] == "target"
     with pytest.raises(ValueError, match="providers"):
         bench.resolve_options(parse(["--providers", "triton,cudnnn"]), cpu)
+    assert bench.resolve_options(parse([]), cpu)["cell"] == ["lstm"]
+    assert bench.resolve_options(parse(["--cell", "gru,rnn"]), cpu)["cell"] == ["gru", "rnn"]
+    with pytest.raises(ValueError, match="cell"):
+        bench.resolve_options(parse(["--cell", "lstmm"]), cpu)
 

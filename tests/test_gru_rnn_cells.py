@@ -80,7 +80,7 @@ def test_cells_match_torch(ours_cls, theirs_cls, extra, backend, B, I, H, poison
     for a, b, r in zip(as_list(ours(x, hx)), as_list(theirs(x, hx)), as_list(exact(x.double(), hx64))):
         assert_no_worse_than_torch(type(ours).__name__, a, b, r)
     triton_on_cpu = os.environ.get("TRITON_INTERPRET") == "1"
-    expected = "triton" if (backend == "auto" and ours_cls is lrnn.LSTMCell and triton_on_cpu) else "torch"
+    expected = "triton" if (backend == "auto" and triton_on_cpu) else "torch"
     assert ours.last_backend == expected
 
 

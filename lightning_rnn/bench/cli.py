@@ -1,13 +1,15 @@
-"""Kernel benchmark harness: ours (Triton) vs our PyTorch fallback vs torch.nn.LSTM vs a naive loop.
+"""Kernel benchmark harness: ours (Triton) vs our PyTorch fallback vs torch.nn vs a naive cell loop,
+for the LSTM (default), the GRU and the Elman RNN (--cell lstm,gru,rnn).
 
     python -m lightning_rnn.bench --preset target          # B=16 T=1024 H=768, 1 layer, bf16 and fp16
     python -m lightning_rnn.bench --preset sweep           # B in 8..128 x H in 256..1024, T=512
     python -m lightning_rnn.bench --preset cpu-smoke       # tiny, seconds on a CPU
     python -m lightning_rnn.bench --batch 16,32 --hidden 512 --seq-len 256 --dtype bf16 --modes fwd
+    python -m lightning_rnn.bench --preset target --cell gru,rnn   # the GRU and Elman kernels vs cuDNN
     lightning-rnn bench ...                                # the same (lightning_rnn.cli dispatches here)
 
 Writes results.json, results.csv and plot.png to benchmarks/results/<name>/ (or --out) and
-prints a table with each provider's speed-up vs torch.nn.LSTM and vs the naive loop.
+prints a table with each provider's speed-up vs torch.nn (same cell) and vs the naive loop.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ PRESETS: dict[str, dict] = {
     "cpu-smoke": {"batch": [4], "hidden": [32], "seq_len": [16], "layers": [1, 2], "dtype": ["float32"],
                   "warmup": 5.0, "rep": 20.0, "threads": 1},  # tiny ops: one thread is least noisy
 }
-DEFAULTS = {"providers": ["triton", "fallback", "torch", "naive"], "modes": ["fwd", "fwdbwd"],
+DEFAULTS = {"cell": ["lstm"], "providers": ["triton", "fallback", "torch", "naive"], "modes": ["fwd", "fwdbwd"],
             "warmup": 25.0, "rep": 100.0}
 
 
@@ -45,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="named configuration (default: target on CUDA, cpu-smoke on the CPU); "
                         "the list options below override its fields")
     helps = {"--input-size": "default: = hidden", "--dtype": "float32|float16|bfloat16 (fp32, fp16, bf16)",
-             "--providers": "triton,fallback,torch,naive (default: all)", "--modes": "fwd,fwdbwd (default: both)"}
-    for flag, kind in (("--batch", int), ("--hidden", int), ("--seq-len", int), ("--layers", int),
+             "--providers": "triton,fallback,torch,naive (default: all)", "--modes": "fwd,fwdbwd (default: both)",
+             "--cell": "lstm|gru|rnn (Elman, tanh), default lstm"}
+    for flag, kind in (("--cell", str), ("--batch", int), ("--hidden", int), ("--seq-len", int), ("--layers", int),
                        ("--input-size", int), ("--dtype", str), ("--providers", str), ("--modes", str)):
         p.add_argument(flag, type=_list(kind), nargs="+", metavar="V[,V...]", help=helps.get(flag))
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
@@ -64,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_options(args: argparse.Namespace, device: torch.device) -> dict:
     """Preset, then explicit flags on top; flattens '8,16 32' into [8, 16, 32]."""
-    from lightning_rnn.bench.providers import PROVIDERS, canonical_dtype
+    from lightning_rnn.bench.providers import CELLS, PROVIDERS, canonical_dtype
     from lightning_rnn.bench.runner import MODES
 
     preset = args.preset or ("target" if device.type == "cuda" else "cpu-smoke")
     opts = {**DEFAULTS, **PRESETS[preset], "preset": preset}
-    for key in ("batch", "hidden", "seq_len", "layers", "input_size", "dtype", "providers", "modes"):
+    for key in ("cell", "batch", "hidden", "seq_len", "layers", "input_size", "dtype", "providers", "modes"):
         value = getattr(args, key)
         if value is not None:
             opts[key] = [v for chunk in value for v in chunk]
@@ -77,7 +80,7 @@ def resolve_options(args: argparse.Namespace, device: torch.device) -> dict:
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
     opts["dtype"] = [canonical_dtype(d) for d in opts["dtype"]]
-    for key, known in (("providers", PROVIDERS), ("modes", MODES)):
+    for key, known in (("cell", CELLS), ("providers", PROVIDERS), ("modes", MODES)):
         unknown = [v for v in opts[key] if v not in known]
         if unknown:
             raise ValueError(f"unknown {key} {unknown}; choose from {list(known)}")
@@ -115,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = resolve_options(args, device)
     except ValueError as err:
         parser.error(str(err))
-    points = [Point(b, h, t, n, d, i or h)
-              for d in opts["dtype"] for n in opts["layers"] for t in opts["seq_len"]
+    points = [Point(b, h, t, n, d, i or h, c)
+              for c in opts["cell"] for d in opts["dtype"] for n in opts["layers"] for t in opts["seq_len"]
               for h in opts["hidden"] for b in opts["batch"] for i in opts.get("input_size", [None])]
     if opts.get("threads"):
         torch.set_num_threads(opts["threads"])
@@ -139,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         "metadata": {**meta, "preset": opts["preset"], "warmup_ms": opts["warmup"], "rep_ms": opts["rep"],
                      "seed": args.seed, "layout": "time-major input (T, B, I), I = hidden unless --input-size"},
         "modes": {m: MODES[m] for m in opts["modes"]},
-        "providers": {n: {"label": PROVIDERS[n].label(device), "description": PROVIDERS[n].description,
+        "providers": {n: {"label": " / ".join(dict.fromkeys(PROVIDERS[n].label(device, c) for c in opts["cell"])),
+                          "description": PROVIDERS[n].description,
                           "skipped": next((s["reason"] for s in skipped if s["provider"] == n), None)}
                       for n in opts["providers"]},
-        "speedup": "baseline median / this median, same shape and mode; baseline at this dtype, else "
+        "speedup": "baseline median / this median, same cell, shape and mode; baseline at this dtype, else "
                    "at float16, else float32 (see *_baseline_dtype)",
         "skipped": skipped,
         "results": rows,

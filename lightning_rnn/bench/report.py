@@ -20,7 +20,7 @@ BASELINE_DTYPE_FALLBACK = ("float16", "float32")
 
 CSV_META = ("device", "driver", "torch", "triton", "cudnn", "git_commit")
 CSV_FIELDS = (
-    "provider", "label", "mode", "batch", "hidden", "seq_len", "layers", "input_size", "dtype", "status",
+    "provider", "label", "mode", "cell", "batch", "hidden", "seq_len", "layers", "input_size", "dtype", "status",
     "median_ms", "q20_ms", "q80_ms", "reps", "timing_method", "impl",
     "speedup_vs_torch", "torch_baseline_dtype", "speedup_vs_naive", "naive_baseline_dtype", "error",
 ) + CSV_META
@@ -102,7 +102,7 @@ def add_speedups(rows: list[dict], cudnn_only: bool = False) -> None:
 
 
 def _shape(r: dict) -> tuple:
-    return r["batch"], r["hidden"], r["seq_len"], r["layers"], r["input_size"]
+    return r.get("cell", "lstm"), r["batch"], r["hidden"], r["seq_len"], r["layers"], r["input_size"]
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -119,11 +119,11 @@ def write_csv(path: Path, rows: list[dict], meta: dict) -> None:
 
 def format_table(rows: list[dict]) -> str:
     """One line per row: times, and speed-ups vs torch.nn.LSTM and vs the naive loop."""
-    head = (f"{'B':>4} {'H':>5} {'T':>5} {'L':>2} {'dtype':<8} {'mode':<6} {'provider':<28} "
+    head = (f"{'cell':<4} {'B':>4} {'H':>5} {'T':>5} {'L':>2} {'dtype':<8} {'mode':<6} {'provider':<28} "
             f"{'median ms':>10} {'q20-q80 ms':>19} {'vs torch':>9} {'vs naive':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        pre = (f"{r['batch']:>4} {r['hidden']:>5} {r['seq_len']:>5} {r['layers']:>2} {r['dtype']:<8} "
+        pre = (f"{r.get('cell', 'lstm'):<4} {r['batch']:>4} {r['hidden']:>5} {r['seq_len']:>5} {r['layers']:>2} {r['dtype']:<8} "
                f"{r['mode']:<6} {r['label'][:28]:<28} ")
         if r["status"] != "ok":
             lines.append(pre + f"{r['status']}: {r['error']}")

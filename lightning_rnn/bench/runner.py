@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .providers import (PROVIDERS, Point, Workload, make_workload, point_skip_reason, provider_skip_reason,
+from .providers import (CELLS, PROVIDERS, Point, Workload, make_workload, point_skip_reason, provider_skip_reason,
                         torch_rnn_impl)
 from .timing import Timing, time_cpu, time_cuda
 
@@ -82,19 +82,19 @@ def run_benchmark(cfg: Config) -> tuple[list[dict], list[dict]]:
         else:
             active.append(name)
     if cfg.device.type != "cuda" and "torch" in cfg.providers:
-        reason = "running on the CPU: torch.nn.LSTM is timed on its CPU path instead ('torch.nn.LSTM (oneDNN)')"
+        reason = "running on the CPU: torch.nn's RNNs are timed on their CPU path instead ('torch.nn.LSTM (oneDNN)')"
         # Not a provider of its own: recorded so that the JSON says cuDNN was not measured.
-        skipped.append({"provider": "cudnn", "label": "torch.nn.LSTM (cuDNN)", "reason": reason})
+        skipped.append({"provider": "cudnn", "label": "torch.nn (cuDNN)", "reason": reason})
         cfg.log(f"skipped cuDNN: {reason}")
 
     rows: list[dict] = []
-    impl_cache: dict[tuple, str] = {}  # torch.nn.LSTM's real kernel per (dtype, mode)
+    impl_cache: dict[tuple, str] = {}  # torch.nn's real kernel per (cell, dtype, mode)
     for i, point in enumerate(cfg.points, 1):
         w = make_workload(point, cfg.device, cfg.seed)
         for name in active:
-            label = PROVIDERS[name].label(cfg.device)
+            label = PROVIDERS[name].label(cfg.device, point.cell)
             base = {"provider": name, "label": label, **point.as_dict()}
-            reason = point_skip_reason(name, w.x)
+            reason = point_skip_reason(name, w.x, point.cell)
             try:
                 built = None if reason else PROVIDERS[name].build(w)
                 build_error = None
@@ -110,7 +110,7 @@ def run_benchmark(cfg: Config) -> tuple[list[dict], list[dict]]:
                     row.update(_run_one(cfg, name, mode, built, w, impl_cache))
                     if cfg.device.type == "cuda" and row["impl"] not in (None, "cuDNN"):
                         # e.g. bf16 before cuDNN 9.13: torch.nn.LSTM quietly runs ATen's cell loop
-                        row["label"] = f"torch.nn.LSTM ({row['impl']}, not cuDNN)"
+                        row["label"] = f"torch.nn.{CELLS[point.cell][0]} ({row['impl']}, not cuDNN)"
                 rows.append(row)
                 _log_row(cfg, i, row)
             del built
@@ -129,7 +129,7 @@ def _run_one(cfg: Config, name: str, mode: str, built, w: Workload, impl_cache: 
             torch.cuda.synchronize()
         out: dict = {}
         if name == "torch":
-            key = (w.point.dtype, mode)
+            key = (w.point.cell, w.point.dtype, mode)
             if key not in impl_cache:
                 impl_cache[key] = torch_rnn_impl(fn)
             out["impl"] = impl_cache[key]
@@ -146,7 +146,7 @@ def _run_one(cfg: Config, name: str, mode: str, built, w: Workload, impl_cache: 
 
 
 def _log_row(cfg: Config, i: int, row: dict) -> None:
-    where = (f"[{i}/{len(cfg.points)}] B={row['batch']} H={row['hidden']} T={row['seq_len']} "
+    where = (f"[{i}/{len(cfg.points)}] {row['cell']} B={row['batch']} H={row['hidden']} T={row['seq_len']} "
              f"L={row['layers']} {row['dtype']}")
     what = f"{row['provider']:<8} {row['mode']:<6}"
     if row["status"] == "ok":

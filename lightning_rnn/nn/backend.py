@@ -1,6 +1,7 @@
 """Which implementation runs a recurrent layer: our Triton kernel, torch.nn's, or our cell loop.
 
-- "triton":    kernels.lstm (fused Triton steps), on CUDA, or on the CPU under TRITON_INTERPRET=1.
+- "triton":    kernels.lstm, kernels.gru or kernels.rnn (fused Triton steps), on CUDA, or on the
+               CPU under TRITON_INTERPRET=1.
 - "torch":     torch.nn's own fused RNN (cuDNN on GPU, oneDNN or ATen on CPU).
 - "reference": our plain PyTorch cell loop, for what torch.nn's fused RNN cannot do
                (CPU autocast, where oneDNN fails for bf16).
@@ -10,6 +11,7 @@ of the three above for a given input, or raises with the reason when "triton" ca
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from typing import Literal
@@ -37,8 +39,12 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def triton_unavailable_reason(x: Tensor) -> str | None:
-    """Why the Triton LSTM kernel cannot run on `x`, or None if it can."""
+#: The Triton kernel families: "lstm", "gru", "rnn" (Elman), each a package kernels/<kind>/.
+KernelKind = Literal["lstm", "gru", "rnn"]
+
+
+def triton_unavailable_reason(x: Tensor, kind: KernelKind = "lstm") -> str | None:
+    """Why the Triton kernel of cell `kind` cannot run on `x`, or None if it can."""
     device = x.device.type
     interpret_env = os.environ.get("TRITON_INTERPRET", "0") == "1"
     if device == "cpu" and not interpret_env:
@@ -46,11 +52,11 @@ def triton_unavailable_reason(x: Tensor) -> str | None:
     if device not in ("cpu", "cuda"):
         return f"device type {device!r} is not supported by the Triton kernel"
     try:
-        from kernels.lstm import function
+        function = importlib.import_module(f"kernels.{kind}.function")
     except ImportError as err:  # no triton wheel for this platform, or a broken install
         return f"triton could not be imported ({err})"
     if device == "cpu" and not function.INTERPRETED:
-        return "TRITON_INTERPRET=1 was set after kernels.lstm.function was imported"
+        return f"TRITON_INTERPRET=1 was set after kernels.{kind}.function was imported"
     if device == "cpu":
         from kernels.interpreter_check import interpreter_problem
 
@@ -73,7 +79,7 @@ def torch_backend_for(x: Tensor) -> str:
     return "torch"
 
 
-def resolve_backend(requested: str, x: Tensor, unsupported: str | None = None) -> str:
+def resolve_backend(requested: str, x: Tensor, unsupported: str | None = None, kind: KernelKind = "lstm") -> str:
     """Pick "triton", "torch" or "reference" for this call.
 
     `unsupported` is the caller's reason the Triton kernel cannot serve this configuration
@@ -81,7 +87,7 @@ def resolve_backend(requested: str, x: Tensor, unsupported: str | None = None) -
     """
     if requested == "torch":
         return torch_backend_for(x)
-    reason = unsupported or triton_unavailable_reason(x)
+    reason = unsupported or triton_unavailable_reason(x, kind)
     if reason is None:
         return "triton"
     if requested == "triton":
@@ -97,15 +103,10 @@ class BackendChoice:
 
     backend: str
     last_backend: str | None
-    _has_triton_kernel = False  # only the LSTM modules have one so far
+    _kernel_kind: KernelKind  # which Triton kernel family serves the module (kernels/<kind>)
 
     def _setup_backend(self, backend: str) -> None:
         check_backend_arg(backend)
-        if backend == "triton" and not self._has_triton_kernel:
-            raise ValueError(
-                f"backend='triton' is not available for {type(self).__name__} yet: only LSTM and LSTMCell "
-                "have a Triton kernel; use backend='auto' or 'torch'"
-            )
         self.backend = backend
         self.last_backend = None
 
@@ -113,5 +114,5 @@ class BackendChoice:
         return super().extra_repr() + f", backend={self.backend!r}"  # type: ignore[misc]
 
     def _choose_backend(self, x: Tensor) -> str:
-        self.last_backend = resolve_backend(self.backend if self._has_triton_kernel else "torch", x)
+        self.last_backend = resolve_backend(self.backend, x, kind=self._kernel_kind)
         return self.last_backend

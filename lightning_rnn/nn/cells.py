@@ -1,9 +1,12 @@
 """Drop-in `LSTMCell`, `GRUCell`, `RNNCell`: one time step, torch.nn's interface and state_dicts.
 
-`LSTMCell` can run the Triton kernel (a one-step sequence); the GRU and Elman cells use PyTorch.
+Each can run its Triton kernel (kernels/lstm, kernels/gru, kernels/rnn) on a one-step sequence.
 On the CPU under autocast all three use our plain cell math instead of torch.nn's.
 """
 from __future__ import annotations
+
+import functools
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -47,13 +50,24 @@ def _autocast_output(t: Tensor) -> Tensor:
     return t
 
 
+def _one_step(layer: Callable[..., tuple[Tensor, Tensor]], x: Tensor, h: Tensor,
+              weights: tuple[Tensor | None, ...]) -> Tensor:
+    """h' of a single-state cell (GRU, Elman) from its Triton layer run on a one-step sequence.
+    x (N, H_in) or (H_in,), h like the result."""
+    batched = x.dim() == 2
+    x, h = (x, h) if batched else (x.unsqueeze(0), h.unsqueeze(0))
+    _, h_new = layer(x.unsqueeze(0), h, *weights)
+    h_new = _autocast_output(h_new)
+    return h_new if batched else h_new.squeeze(0)
+
+
 class LSTMCell(_DropInCellMixin, nn.LSTMCell):
     """`torch.nn.LSTMCell` with a `backend` argument.
 
     Shapes: input (N, H_in) or (H_in,); hx = (h (N, H), c (N, H)), optional; returns (h', c').
     """
 
-    _has_triton_kernel = True
+    _kernel_kind = "lstm"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -84,10 +98,12 @@ class LSTMCell(_DropInCellMixin, nn.LSTMCell):
 
 
 class GRUCell(_DropInCellMixin, nn.GRUCell):
-    """`torch.nn.GRUCell` with a `backend` argument (PyTorch only, for now).
+    """`torch.nn.GRUCell` with a `backend` argument.
 
     Shapes: input (N, H_in) or (H_in,); hx (N, H) or (H,), optional; returns h' like hx.
     """
+
+    _kernel_kind = "gru"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -97,17 +113,24 @@ class GRUCell(_DropInCellMixin, nn.GRUCell):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # type: ignore[override]
         self._check_forward(input, None if hx is None else (hx,), ("hx",))
-        if self._choose_backend(input) == "torch":
+        backend = self._choose_backend(input)
+        if backend == "torch":
             return nn.GRUCell.forward(self, input, hx)
         h = hx if hx is not None else input.new_zeros(input.shape[:-1] + (self.hidden_size,))
+        if backend == "triton":
+            from kernels.gru.function import gru_layer
+
+            return _one_step(gru_layer, input, h, self._weights())
         return _autocast_output(gru_cell(input, h, *self._weights()))
 
 
 class RNNCell(_DropInCellMixin, nn.RNNCell):
-    """`torch.nn.RNNCell` (tanh or relu) with a `backend` argument (PyTorch only, for now).
+    """`torch.nn.RNNCell` (tanh or relu) with a `backend` argument.
 
     Shapes: input (N, H_in) or (H_in,); hx (N, H) or (H,), optional; returns h' like hx.
     """
+
+    _kernel_kind = "rnn"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -118,7 +141,12 @@ class RNNCell(_DropInCellMixin, nn.RNNCell):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:  # type: ignore[override]
         self._check_forward(input, None if hx is None else (hx,), ("hx",))
-        if self._choose_backend(input) == "torch":
+        backend = self._choose_backend(input)
+        if backend == "torch":
             return nn.RNNCell.forward(self, input, hx)
         h = hx if hx is not None else input.new_zeros(input.shape[:-1] + (self.hidden_size,))
+        if backend == "triton":
+            from kernels.rnn.function import rnn_layer
+
+            return _one_step(functools.partial(rnn_layer, nonlinearity=self.nonlinearity), input, h, self._weights())
         return _autocast_output(rnn_cell(input, h, *self._weights(), nonlinearity=self.nonlinearity))

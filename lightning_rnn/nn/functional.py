@@ -2,7 +2,8 @@
 
 This is the fallback path for where neither the Triton kernel nor torch.nn's fused RNN can run
 (for instance on the CPU under bf16 autocast). The LSTM cell is the one the Triton kernels are
-tested against (`kernels.lstm.reference`); GRU and Elman cells follow torch.nn's equations.
+tested against (`kernels.lstm.reference`), and likewise the GRU and Elman cells (`kernels.gru.reference`,
+`kernels.rnn.reference`); all follow torch.nn's equations.
 """
 from __future__ import annotations
 
@@ -12,29 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kernels.gru.reference import gru_cell
 from kernels.lstm.reference import lstm_cell, lstm_layer_reference
+from kernels.rnn.reference import rnn_cell
 
 State = tuple[Tensor, ...]
 #: layer_fn(x (T, B, I), state, weights) -> (y (T, B, R), final state)
 LayerFn = Callable[[Tensor, State, Sequence[Tensor | None]], tuple[Tensor, State]]
-
-
-def gru_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-             b_hh: Tensor | None = None) -> Tensor:
-    """One GRU step (torch.nn.GRU's equations, gates r, z, n). x (B, I), h (B, H) -> (B, H)."""
-    i_r, i_z, i_n = F.linear(x, w_ih, b_ih).chunk(3, dim=-1)
-    h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
-    return (1 - z) * n + z * h
-
-
-def rnn_cell(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-             b_hh: Tensor | None = None, nonlinearity: str = "tanh") -> Tensor:
-    """One Elman RNN step: act(x W_ih^T + b_ih + h W_hh^T + b_hh). x (B, I), h (B, H) -> (B, H)."""
-    pre = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
-    return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
 
 
 def lstm_layer_loop(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:

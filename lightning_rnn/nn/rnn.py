@@ -36,6 +36,21 @@ def _triton_lstm_layer(x: Tensor, state: State, weights: Sequence[Tensor | None]
     return y, (h, c)
 
 
+def _triton_gru_layer(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:
+    from kernels.gru.function import gru_layer  # imports triton: only when it is going to run
+
+    y, h = gru_layer(x, state[0], *weights)
+    return y, (h,)
+
+
+def _triton_rnn_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
+                      nonlinearity: str = "tanh") -> tuple[Tensor, State]:
+    from kernels.rnn.function import rnn_layer  # imports triton: only when it is going to run
+
+    y, h = rnn_layer(x, state[0], *weights, nonlinearity=nonlinearity)
+    return y, (h,)
+
+
 class _DropInRNNMixin(BackendChoice):
     """What LSTM, GRU and RNN share: checks, backend choice, the stacked loop for non-torch paths."""
 
@@ -116,7 +131,7 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         returns output (L, N, D*R) [or (N, L, D*R)], (h_n, c_n) shaped like (h_0, c_0).
     """
 
-    _has_triton_kernel = True
+    _kernel_kind = "lstm"
 
     def __init__(
         self,
@@ -193,25 +208,58 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
 
 
 class _SingleStateRNN(_DropInRNNMixin):
-    """GRU and RNN: one state tensor hx, and (for now) no Triton kernel."""
+    """GRU and RNN: one state tensor hx; the Triton kernel of kernels/gru or kernels/rnn."""
+
+    def _triton_layer(self) -> LayerFn:
+        raise NotImplementedError
 
     def forward(  # type: ignore[override]
         self, input: Tensor | PackedSequence, hx: Tensor | None = None
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         torch_forward = super().forward  # torch.nn.GRU / torch.nn.RNN, next in the MRO
-        if isinstance(input, PackedSequence):
-            self.last_backend = "torch"
+        if isinstance(input, PackedSequence):  # the kernels have no variable-length support yet
+            self.last_backend = resolve_backend(self.backend, input.data, unsupported="PackedSequence input",
+                                                kind=self._kernel_kind)
             return torch_forward(input, hx)
         batched = self._check_forward(input, None if hx is None else (hx,))
-        if self._choose_backend(input) == "torch":
+        backend = self._choose_backend(input)
+        if backend == "triton" and self.backend == "auto" and autotune.autotune_enabled(input.device):
+            backend = self.last_backend = self._faster_backend(input, hx, batched)
+        if backend == "torch":
             return torch_forward(input, hx)
-        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, self._cell_loop())
+        layer_fn = self._triton_layer() if backend == "triton" else self._cell_loop()
+        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, layer_fn)
         return y, h
+
+    def _faster_backend(self, input: Tensor, hx: Tensor | None, batched: bool) -> str:
+        """Time Triton and torch.nn once for this configuration (see lightning_rnn.nn.autotune)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        with_backward = torch.is_grad_enabled() and bool(params)
+        key = (type(self).__name__, getattr(self, "nonlinearity", None), self.input_size, self.hidden_size,
+               self.num_layers, self.bidirectional, self.bias, self.batch_first, tuple(input.shape),
+               compute_dtype(input), with_backward)
+        x = input.detach()
+        h0 = hx.detach() if hx is not None else None
+        torch_forward = super().forward
+
+        def timed(run):
+            def fn() -> None:
+                y = run()[0]
+                if with_backward:  # gradients returned, not accumulated into .grad
+                    torch.autograd.grad(y.float().sum(), params, allow_unused=True)
+            return fn
+
+        return autotune.pick_fastest(key, {
+            "triton": timed(lambda: self._run_stacked(x, None if h0 is None else (h0,), batched,
+                                                      self._triton_layer())),
+            "torch": timed(lambda: torch_forward(x, h0)),
+        }, timer=autotune.cuda_timer)
 
 
 class GRU(_SingleStateRNN, nn.GRU):
-    """`torch.nn.GRU` with input checks and a `backend` argument (PyTorch path only, for now).
+    """`torch.nn.GRU` with a Triton kernel (kernels/gru) on CUDA and an automatic PyTorch fallback.
 
+    Args are those of torch.nn.GRU, plus `backend` ("auto", "triton", "torch"; see LSTM).
     Shapes: input (L, N, H_in) [(N, L, H_in) with batch_first, (L, H_in) unbatched];
     hx (D*num_layers, N, hidden_size), optional; returns (output (L, N, D*hidden_size), h_n).
     """
@@ -235,14 +283,21 @@ class GRU(_SingleStateRNN, nn.GRU):
         )
         self._setup_backend(backend)
 
+    _kernel_kind = "gru"
+
     def _cell_loop(self) -> LayerFn:
         return single_state_layer_loop(gru_cell)
+
+    def _triton_layer(self) -> LayerFn:
+        return _triton_gru_layer
 
 
 
 class RNN(_SingleStateRNN, nn.RNN):
-    """`torch.nn.RNN` (Elman, tanh or relu) with input checks and a `backend` argument
-    (PyTorch path only, for now). Shapes as for GRU."""
+    """`torch.nn.RNN` (Elman, tanh or relu) with a Triton kernel (kernels/rnn) on CUDA and an
+    automatic PyTorch fallback; `backend` as for LSTM. Shapes as for GRU."""
+
+    _kernel_kind = "rnn"
 
     def __init__(
         self,
@@ -267,3 +322,5 @@ class RNN(_SingleStateRNN, nn.RNN):
     def _cell_loop(self) -> LayerFn:
         return single_state_layer_loop(functools.partial(rnn_cell, nonlinearity=self.nonlinearity))
 
+    def _triton_layer(self) -> LayerFn:
+        return functools.partial(_triton_rnn_layer, nonlinearity=self.nonlinearity)

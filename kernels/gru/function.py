@@ -1,0 +1,117 @@
+"""Autograd wrapper around the Triton GRU step kernels: one layer, one direction, whole sequence.
+
+Forward:  xg = x @ W_ih^T + b_ih + [b_hr, b_hz, 0]   one GEMM for all T steps
+          for t in 0..T-1: step kernel               h_t and (r, z, n, hn)_t, hn = W_hn h + b_hn
+Backward: for t in T-1..0: step kernel               dxg_t (input parts), dhh_t (recurrent products)
+          dx, dW_ih, dW_hh, biases, dh_0             large GEMMs over all steps
+
+Saved for backward: h and the four per-unit values r, z, n, hn, all fp32 whatever the input dtype.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kernels.rnn import common
+from kernels.rnn.common import INTERPRETED, block_sizes, empty, step_grid  # noqa: F401  (INTERPRETED: backend checks it)
+
+from .triton_kernels import gru_backward_step_kernel, gru_forward_step_kernel
+
+
+def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
+    """The launches `gru_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
+    return [common.resource_config("gru", "forward", gru_forward_step_kernel, B, H, dtype, {"HAS_B_HN": True}),
+            common.resource_config("gru", "backward", gru_backward_step_kernel, B, H, dtype, {})]
+
+
+class _GRULayerFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,  # type: ignore[override]
+                bias_x: Tensor | None, b_hn: Tensor | None) -> tuple[Tensor, Tensor]:
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        w_hh = w_hh.contiguous()
+        xg = (x.reshape(T * B, I).float() @ w_ih.float().t()).view(T, B, 3 * H)  # all steps, one GEMM
+        if bias_x is not None:
+            xg += bias_x
+        hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
+        hs[0] = h0
+        gates = empty(T, B, 4 * H, device=x.device)
+        b_hn32 = b_hn.float().contiguous() if b_hn is not None else xg  # (any pointer when unused)
+        blocks = block_sizes(B, H, H)
+        grid = step_grid(B, H, blocks)
+        for t in range(T):
+            gru_forward_step_kernel[grid](
+                xg[t], hs[t], w_hh, b_hn32, hs[t + 1], gates[t], B, H, w_hh.stride(0),
+                HAS_B_HN=b_hn is not None, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
+                num_warps=common.NUM_WARPS,
+            )
+        ctx.save_for_backward(x, w_ih, w_hh, hs, gates)
+        ctx.has_bias = (bias_x is not None, b_hn is not None)
+        ctx.state_dtype = h0.dtype
+        y = hs[1:].to(x.dtype, copy=True)  # a copy: the caller may modify y, hs must stay intact
+        return y, y[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, dh_T: Tensor):  # type: ignore[override]
+        x, w_ih, w_hh, hs, gates = ctx.saved_tensors
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        dev = x.device
+        # Upstream gradients may come with any strides (e.g. transposed for batch_first).
+        dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        dh_in[T - 1] += dh_T.float()
+        dh_direct = torch.zeros(B, H, dtype=torch.float32, device=dev)  # nothing flows in after step T-1
+        dxg = empty(T, B, 3 * H, device=dev)
+        dhh = empty(T + 1, B, 3 * H, device=dev)
+        dhh[T] = 0.0
+        blocks = block_sizes(B, H, H)
+        grid = step_grid(B, H, blocks)
+        for t in range(T - 1, -1, -1):
+            gru_backward_step_kernel[grid](
+                dh_in[t], dh_direct, dhh[t + 1], w_hh, gates[t], hs[t], dxg[t], dhh[t], B, H, w_hh.stride(0),
+                BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2], num_warps=common.NUM_WARPS,
+            )
+        dx_all = dxg.view(T * B, 3 * H)
+        dh_all = dhh[:T].view(T * B, 3 * H)
+        need = ctx.needs_input_grad
+        dx = (dx_all @ w_ih.float()).view(T, B, I).to(x.dtype) if need[0] else None
+        dh0 = (dh_direct + dhh[0] @ w_hh.float()).to(ctx.state_dtype) if need[1] else None
+        dw_ih = (dx_all.t() @ x.reshape(T * B, I).float()).to(w_ih.dtype) if need[2] else None
+        dw_hh = (dh_all.t() @ hs[:T].reshape(T * B, H)).to(w_hh.dtype) if need[3] else None
+        d_bias_x = dx_all.sum(0) if ctx.has_bias[0] and need[4] else None
+        d_b_hn = dh_all[:, 2 * H:].sum(0) if ctx.has_bias[1] and need[5] else None
+        return dx, dh0, dw_ih, dw_hh, d_bias_x, d_b_hn
+
+
+def gru_layer(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One GRU layer over a sequence with the Triton kernels; differentiable in every argument.
+
+    Shapes: x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih/b_hh (3H,); gate order r, z, n
+    as torch.nn.GRU. Returns (y (T, B, H), h_T (B, H)) in the dtype of x.
+    Under `torch.autocast` input and weights are cast to the autocast dtype (as for torch.nn.GRU);
+    gradients flow back to the original parameters.
+    """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        x, w_ih, w_hh = x.to(dtype), w_ih.to(dtype), w_hh.to(dtype)
+    H = w_hh.shape[1]
+    # b_hr and b_hz add to their gates like b_ih does, so they join the input GEMM; b_hn is
+    # multiplied by r and stays with the recurrent product (autograd splits the gradients).
+    parts = []
+    if b_ih is not None:
+        parts.append(b_ih.float())
+    if b_hh is not None:
+        parts.append(torch.cat([b_hh[: 2 * H].float(), b_hh.new_zeros(H, dtype=torch.float32)]))
+    bias_x = sum(parts) if parts else None
+    b_hn = b_hh[2 * H:] if b_hh is not None else None
+    with torch.autocast(device_type, enabled=False):
+        return _GRULayerFunction.apply(x, h0, w_ih, w_hh, bias_x, b_hn)

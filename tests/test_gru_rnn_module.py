@@ -1,0 +1,253 @@
+"""`lightning_rnn.nn.GRU`, `RNN`, `GRUCell`, `RNNCell` with backend="triton" as drop-ins for torch.nn.
+
+torch.nn's state_dict is loaded into ours; both see the same fresh random input and upstream
+gradients; the output, final state and the gradients of the input, initial state and every
+parameter are judged against a float64 torch.nn module on the same dtype-rounded values
+(tests/tolerance.py), with NaN-poisoned kernel buffers. Configurations cover layers, directions,
+layout, initial state, bias and the three cells (GRU, Elman tanh, Elman relu) pairwise.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from lightning_rnn import nn as lrnn
+from tests.conftest import requires_cuda
+from tests.tolerance import assert_no_worse_than_torch, rounded_to
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+KINDS = {  # name: (ours, torch.nn's, extra constructor arguments)
+    "GRU": (lrnn.GRU, torch.nn.GRU, {}),
+    "RNN-tanh": (lrnn.RNN, torch.nn.RNN, {"nonlinearity": "tanh"}),
+    "RNN-relu": (lrnn.RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
+}
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    from kernels.rnn import common
+
+    monkeypatch.setattr(common, "POISON_BUFFERS", True)
+
+
+@dataclass(frozen=True)
+class Config:
+    kind: str
+    B: int
+    T: int
+    I: int
+    H: int
+    layers: int = 1
+    batch_first: bool = False
+    bidirectional: bool = False
+    init_state: bool = True
+    bias: bool = True
+
+    def __str__(self) -> str:
+        flags = [f"L{self.layers}", "bf" if self.batch_first else "tf", "bi" if self.bidirectional else "uni",
+                 "h0" if self.init_state else "noh0", "" if self.bias else "nobias"]
+        return f"{self.kind}-B{self.B}-T{self.T}-I{self.I}-H{self.H}-" + "-".join(f for f in flags if f)
+
+    def kwargs(self) -> dict:
+        return dict(num_layers=self.layers, batch_first=self.batch_first, bidirectional=self.bidirectional,
+                    bias=self.bias, **KINDS[self.kind][2])
+
+
+CONFIGS = [
+    Config("GRU", B=1, T=1, I=1, H=1),
+    Config("GRU", B=3, T=7, I=5, H=5, layers=2, batch_first=True, bidirectional=True),
+    Config("GRU", B=17, T=3, I=17, H=100, layers=3, init_state=False, bias=False),
+    Config("RNN-tanh", B=3, T=33, I=4, H=17, bidirectional=True, bias=False, init_state=False),
+    Config("RNN-tanh", B=17, T=1, I=100, H=5, layers=3, batch_first=True),
+    Config("RNN-relu", B=1, T=7, I=3, H=100, layers=2, batch_first=True, init_state=False),
+    Config("RNN-relu", B=3, T=7, I=17, H=17, layers=3, bidirectional=True, bias=False),
+    Config("GRU", B=1, T=33, I=5, H=17, bidirectional=True, batch_first=True),
+]
+
+
+def run(module, x, hx, upstream):
+    x = x.detach().clone().requires_grad_()
+    hx = hx.detach().clone().requires_grad_() if hx is not None else None
+    module.zero_grad()
+    y, h = module(x, hx)
+    torch.autograd.backward([y, h], [g.to(y.dtype) for g in upstream])
+    grads = {"input": x.grad} | ({"h_0": hx.grad} if hx is not None else {})
+    grads.update({f"grad {n}": p.grad for n, p in module.named_parameters()})
+    return (y, h), grads
+
+
+def check_module_parity(cfg: Config, dtype: torch.dtype, device: str) -> None:
+    ours_cls, theirs_cls, _ = KINDS[cfg.kind]
+    theirs = theirs_cls(cfg.I, cfg.H, **cfg.kwargs()).to(device)
+    if cfg.kind != "RNN-relu":  # larger than the default init, so that gates saturate somewhere
+        with torch.no_grad():
+            for p in theirs.parameters():
+                p.mul_(2.0)
+    ours = ours_cls(cfg.I, cfg.H, backend="triton", **cfg.kwargs()).to(device)
+    ours.load_state_dict(theirs.state_dict())
+    theirs, ours = theirs.to(dtype), ours.to(dtype)
+    exact = copy.deepcopy(theirs).double()  # the dtype-rounded parameters, in float64
+
+    D = 2 if cfg.bidirectional else 1
+    shape = (cfg.B, cfg.T, cfg.I) if cfg.batch_first else (cfg.T, cfg.B, cfg.I)
+    x = torch.randn(shape, device=device)
+    hx = torch.randn(D * cfg.layers, cfg.B, cfg.H, device=device) * 0.5 if cfg.init_state else None
+    upstream = [torch.randn(shape[:2] + (D * cfg.H,), device=device),
+                torch.randn(D * cfg.layers, cfg.B, cfg.H, device=device)]
+
+    out_ours, g_ours = run(ours, x.to(dtype), hx.to(dtype) if hx is not None else None, upstream)
+    assert ours.last_backend == "triton"
+    out_theirs, g_theirs = run(theirs, x.to(dtype), hx.to(dtype) if hx is not None else None, upstream)
+    out_exact, g_exact = run(exact, rounded_to(dtype, x), rounded_to(dtype, hx), [rounded_to(dtype, g) for g in upstream])
+    for name, a, b, r in zip(["output", "h_n"], out_ours, out_theirs, out_exact):
+        assert_no_worse_than_torch(name, a, b, r)
+    assert g_ours.keys() == g_exact.keys()
+    for name in g_exact:
+        assert_no_worse_than_torch(name, g_ours[name], g_theirs[name], g_exact[name])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_matches_torch(cfg, dtype, poison):
+    check_module_parity(cfg, dtype, DEVICE)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
+def test_matches_torch_gpu(cfg, dtype, poison):
+    check_module_parity(cfg, dtype, "cuda")
+
+
+CELLS = {"GRUCell": (lrnn.GRUCell, torch.nn.GRUCell, {}),
+         "RNNCell-tanh": (lrnn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "tanh"}),
+         "RNNCell-relu": (lrnn.RNNCell, torch.nn.RNNCell, {"nonlinearity": "relu", "bias": False})}
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("batch", [17, 0], ids=["B17", "unbatched"])
+def test_cells_match_torch_with_gradients(kind, batch, poison):
+    ours_cls, theirs_cls, extra = CELLS[kind]
+    theirs = theirs_cls(5, 33, **extra).to(DEVICE)
+    ours = ours_cls(5, 33, backend="triton", **extra).to(DEVICE)
+    ours.load_state_dict(theirs.state_dict())
+    exact = copy.deepcopy(theirs).double()
+    lead = (batch,) if batch else ()
+    x, h, dh = torch.randn(lead + (5,), device=DEVICE), torch.randn(lead + (33,), device=DEVICE), torch.randn(lead + (33,), device=DEVICE)
+
+    def step(module, dt, with_state):
+        xi = x.to(dt, copy=True).requires_grad_()
+        hi = h.to(dt, copy=True).requires_grad_() if with_state else None
+        module.zero_grad()
+        out = module(xi, hi)
+        out.backward(dh.to(dt))
+        return [out, xi.grad] + ([hi.grad] if with_state else []) + [p.grad for p in module.parameters()]
+
+    for with_state in (True, False):
+        results = zip(step(ours, torch.float32, with_state), step(theirs, torch.float32, with_state),
+                      step(exact, torch.float64, with_state))
+        assert ours.last_backend == "triton"
+        for i, (a, b, r) in enumerate(results):
+            assert_no_worse_than_torch(f"{kind} result {i} (h0={with_state})", a, b, r)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_unbatched_input_matches_torch(kind):
+    ours_cls, theirs_cls, extra = KINDS[kind]
+    theirs = theirs_cls(3, 4, num_layers=2, **extra).to(DEVICE)
+    ours = ours_cls(3, 4, num_layers=2, backend="triton", **extra).to(DEVICE)
+    ours.load_state_dict(theirs.state_dict())
+    x, h0 = torch.randn(6, 3, device=DEVICE), torch.randn(2, 4, device=DEVICE)
+    y, h = ours(x, h0)
+    y_ref, h_ref = theirs(x, h0)
+    assert y.shape == (6, 4) and h.shape == (2, 4)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_between_layers_only_in_training():
+    ours = lrnn.GRU(3, 8, num_layers=2, dropout=0.5, backend="triton").to(DEVICE)
+    theirs = torch.nn.GRU(3, 8, num_layers=2, dropout=0.5).to(DEVICE)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 2, 3, device=DEVICE)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0], atol=1e-5, rtol=1e-5)
+    ours.train()
+    assert not torch.allclose(ours(x)[0], ours(x)[0]), "training-mode dropout between layers should be random"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU interpreter path")
+@pytest.mark.parametrize("kind", ["GRU", "RNN-relu"])
+def test_triton_under_cpu_fp16_autocast(kind, poison):
+    ours_cls, _, extra = KINDS[kind]
+    m = ours_cls(5, 6, num_layers=2, backend="triton", **extra)
+    x = torch.randn(4, 3, 5)
+    y32, _ = m(x)
+    with torch.autocast("cpu", dtype=torch.float16):
+        y, h = m(x)
+    assert m.last_backend == "triton" and y.dtype == h.dtype == torch.float16
+    torch.testing.assert_close(y.float(), y32, atol=5e-3, rtol=5e-3)
+    y.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in m.parameters())
+
+
+def test_triton_backend_explains_why_it_cannot_run():
+    for m in (lrnn.GRU(3, 4, backend="triton"), lrnn.RNN(3, 4, backend="triton"), lrnn.GRUCell(3, 4, backend="triton")):
+        with pytest.raises(RuntimeError, match="float64"):
+            m.double()(torch.randn(2, 1, 3, dtype=torch.float64)[0] if isinstance(m, lrnn.GRUCell)
+                       else torch.randn(2, 1, 3, dtype=torch.float64))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3), [3, 2])
+    with pytest.raises(RuntimeError, match="PackedSequence"):
+        lrnn.GRU(3, 4, backend="triton")(packed)
+    auto = lrnn.RNN(3, 4)
+    auto(packed)
+    assert auto.last_backend == "torch"
+
+
+def test_language_model_and_seq2seq_cells_use_the_kernels(monkeypatch):
+    """cell: gru / rnn in the LM and seq2seq recipes reach the Triton kernels with no change."""
+    from lightning_rnn.lm import LanguageModel
+    from lightning_rnn.seq2seq.network import Seq2SeqNet
+
+    monkeypatch.setenv("LIGHTNING_RNN_AUTOTUNE", "0")
+    lm = LanguageModel(11, cell="gru", embedding_size=8, hidden_size=8, num_layers=2).to(DEVICE)
+    tokens = torch.randint(0, 11, (2, 5), device=DEVICE)
+    logits, h = lm(tokens)
+    logits.sum().backward()
+    assert lm.rnn.last_backend == ("triton") and logits.shape == (2, 5, 11) and h.shape == (2, 2, 8)
+    net = Seq2SeqNet(vocab_size=9, embed_dim=4, hidden_size=6, cell="rnn").to(DEVICE)
+    layers = [m for m in net.modules() if isinstance(m, lrnn.RNN)]
+    assert layers
+    net(torch.randint(0, 9, (2, 4), device=DEVICE), torch.randint(0, 9, (2, 3), device=DEVICE))
+    assert all(m.last_backend == "triton" for m in layers)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "RNN-relu"])
+def test_auto_times_both_backends_once_and_keeps_the_faster(kind, monkeypatch):
+    """On a GPU, "auto" measures Triton against torch.nn per configuration (as for LSTM); here
+    with the measuring switched on for the CPU and a fake timer where torch.nn is faster."""
+    from lightning_rnn.nn import autotune
+
+    monkeypatch.setattr(autotune, "autotune_enabled", lambda device: True)
+    autotune.clear_cache()
+    timed: list[float] = []
+
+    def timer(fn):
+        fn()  # really runs the candidate: both must work
+        timed.append([2.0, 1.0][len(timed) % 2])  # candidates come in order: triton, then torch
+        return timed[-1]
+
+    monkeypatch.setattr(autotune, "cuda_timer", timer)
+    ours_cls, _, extra = KINDS[kind]
+    m = ours_cls(3, 5, **extra)
+    x = torch.randn(4, 2, 3)
+    m(x)
+    assert m.last_backend == "torch" and len(timed) == 2
+    assert all(p.grad is None for p in m.parameters()), "timing must not accumulate gradients"
+    m(x)
+    assert len(timed) == 2, "the same configuration is not timed again"
+    autotune.clear_cache()
