@@ -51,7 +51,7 @@ def triton_unavailable_reason(x: Tensor) -> str | None:
         return f"triton could not be imported ({err})"
     if device == "cpu" and not function.INTERPRETED:
         return "TRITON_INTERPRET=1 was set after kernels.lstm.function was imported"
-    if device == "cpu":
+    if device == "cpu" and not torch.compiler.is_compiling():  # the probe launches a kernel: not traceable
         from kernels.interpreter_check import interpreter_problem
 
         if (problem := interpreter_problem()) is not None:
