@@ -154,3 +154,72 @@ def test_layer_on_a_device_that_is_not_current():
     assert y.device == torch.device("cuda", 1)
     torch.testing.assert_close(y.double(), exact[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c.double(), exact[2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", [Case(B=3, T=4, I=5, H=6), Case(B=2, T=3, I=4, H=5, proj=3)], ids=str)
+def test_cuda_graph_replay_copies_every_input_in_and_output_out(case, monkeypatch, poison_kernel_buffers):
+    """The replay bookkeeping of kernels.lstm.graphs, with a stand-in for the CUDA graph that runs
+    the recorded loop on the static buffers: a buffer not copied in (or out) would carry the
+    values of the capturing call into later calls."""
+    from kernels.lstm import graphs
+    from tests.test_lstm_kernel import run
+
+    function = _layer()
+    graphs.clear()
+    captures = []
+
+    def fake_capture(launch, static):
+        captures.append(launch)
+        for t in static.values():  # what a replay finds before the copies in
+            t.fill_(float("nan"))
+        return lambda: launch(static)
+
+    monkeypatch.setattr(graphs, "_capture", fake_capture)
+    R = case.proj or case.H
+    upstream = lambda: [torch.randn(case.T, case.B, R), torch.randn(case.B, R), torch.randn(case.B, case.H)]  # noqa: E731
+    calls = [(make_inputs(case, TRITON_DEVICE), upstream()) for _ in range(3)]
+    eager = [run(function.lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
+    monkeypatch.setattr(graphs, "graphs_enabled", lambda device: True)
+    graphed = [run(function.lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
+    assert len(captures) == 2, "forward and backward loops captured once, on their second sighting"
+    for (outs, grads), (outs_g, grads_g) in zip(eager, graphed):
+        for a, b in zip(outs, outs_g):
+            assert torch.equal(a, b)
+        for name in grads:
+            assert torch.equal(grads[name], grads_g[name]), name
+    graphs.clear()
+
+
+def test_cuda_graphs_are_opt_in_and_gpu_only(monkeypatch):
+    from kernels.lstm import graphs
+
+    assert not graphs.graphs_enabled(torch.device("cuda"))
+    monkeypatch.setenv("LIGHTNING_RNN_CUDA_GRAPHS", "1")
+    assert graphs.graphs_enabled(torch.device("cuda"))
+    assert not graphs.graphs_enabled(torch.device("cpu"))
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("proj", [0, 17], ids=["noproj", "P17"])
+def test_cuda_graph_replay_on_a_gpu(proj, monkeypatch):
+    from kernels.lstm import graphs
+    from tests.test_lstm_kernel import run
+
+    function = _layer()
+    graphs.clear()
+    case = Case(B=16, T=24, I=32, H=64, proj=proj)
+    R = proj or case.H
+    calls = [(make_inputs(case, "cuda"), [torch.randn(case.T, case.B, R, device="cuda"),
+                                          torch.randn(case.B, R, device="cuda"),
+                                          torch.randn(case.B, case.H, device="cuda")]) for _ in range(3)]
+    eager = [run(function.lstm_layer, inputs, torch.float16, up) for inputs, up in calls]
+    monkeypatch.setenv("LIGHTNING_RNN_CUDA_GRAPHS", "1")
+    graphed = [run(function.lstm_layer, inputs, torch.float16, up) for inputs, up in calls]
+    assert len(graphs._graphs) == 2
+    for (outs, grads), (outs_g, grads_g) in zip(eager, graphed):
+        for a, b in zip(outs, outs_g):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+        for name in grads:
+            torch.testing.assert_close(grads[name], grads_g[name], atol=0, rtol=0)
+    graphs.clear()

@@ -17,12 +17,15 @@ Without a gradient to compute, the forward keeps nothing for a backward (no gate
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+from typing import Callable, Sequence
 
 import torch
 import triton
 from torch import Tensor
 
+from . import graphs
 from .persistent import can_run_persistent, persistent_backward, persistent_enabled, persistent_forward
 from .triton_kernels import lstm_backward_step_kernel, lstm_forward_step_kernel
 
@@ -65,6 +68,75 @@ def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
+def _forward_steps(b: dict[str, Tensor], keep: bool, precision: str) -> None:
+    """The forward time loop. Reads b["xg"], b["h0"], b["cs"][0], b["w_hh"] (and b["w_hr"]); writes
+    b["y"], b["cs"] (all of c_1..c_T with `keep`, else a ping-pong pair), b["gates"] with `keep`,
+    and b["h_cell"] with a projection."""
+    xg, h0, cs, w_hh, y, gates = b["xg"], b["h0"], b["cs"], b["w_hh"], b["y"], b.get("gates")
+    w_hr = b.get("w_hr")
+    h_cell = b["h_cell"] if w_hr is not None else y
+    T, B, R = y.shape
+    H = w_hh.shape[0] // 4
+    BB, BH, BK = _block_sizes(B, H, R)
+    grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
+    for t in range(T):
+        c_prev, c_next = (cs[t], cs[t + 1]) if keep else (cs[t % 2], cs[(t + 1) % 2])
+        lstm_forward_step_kernel[grid](
+            xg[t], h0 if t == 0 else y[t - 1], c_prev, w_hh, h_cell[t], c_next,
+            gates[t] if gates is not None else xg[t],  # never written without STORE_GATES
+            B, H, R, w_hh.stride(0),
+            STORE_GATES=keep, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+        )
+        if w_hr is not None:
+            torch.mm(h_cell[t], w_hr.t(), out=y[t])
+
+
+def _backward_steps(b: dict[str, Tensor], precision: str) -> None:
+    """The backward time loop. Reads b["dh_in"], b["dgates"][T] (zero), b["w_hh"], b["gates"], b["cs"],
+    b["dc"] (dL/dc_T); writes b["dgates"][:T], b["dc"] (dL/dc_0) and, with a projection (b["w_hr32"]),
+    b["dh_in"] (the full dL/dh_t, kept for dW_hr)."""
+    dh_in, dgates, w_hh, gates, cs, dc = b["dh_in"], b["dgates"], b["w_hh"], b["gates"], b["cs"], b["dc"]
+    T, B, _ = dh_in.shape
+    H = w_hh.shape[0] // 4
+    BB, BH, BK = _block_sizes(B, H, H)
+    grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
+    if "w_hr32" not in b:
+        for t in range(T - 1, -1, -1):
+            lstm_backward_step_kernel[grid](
+                dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
+                B, H, w_hh.stride(0),
+                FUSE_RECURRENT=True, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+            )
+        return
+    # With a projection dh_t (B, P) must pass through W_hr before it reaches the cell, so its
+    # recurrent part is a GEMM on the host instead of being fused into the kernel.
+    w_hh32, w_hr32, dh_cell = b["w_hh32"], b["w_hr32"], b["dh_cell"]
+    for t in range(T - 1, -1, -1):
+        dh_in[t].addmm_(dgates[t + 1].float(), w_hh32)  # dh_t, kept for dW_hr
+        torch.mm(dh_in[t], w_hr32, out=dh_cell)
+        lstm_backward_step_kernel[grid](
+            dh_cell, dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
+            B, H, w_hh.stride(0),
+            FUSE_RECURRENT=False, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+        )
+
+
+def _launch_loop(steps: Callable[..., None], tensors: dict[str, Tensor | None], inputs: Sequence[str],
+                 outputs: Sequence[str], **options: object) -> None:
+    """Run a time loop eagerly, or as a CUDA-graph replay where enabled (kernels.lstm.graphs)."""
+    present = {k: t for k, t in tensors.items() if t is not None}
+    if present.get("h_cell") is present.get("y"):
+        present.pop("h_cell", None)  # no projection: the cell output is y itself
+    launch = functools.partial(steps, **options)
+    device = next(iter(present.values())).device
+    if not graphs.graphs_enabled(device):
+        launch(present)
+        return
+    key = (steps.__name__, device, tuple(sorted(options.items())),
+           tuple((k, tuple(t.shape), t.dtype, t.stride()) for k, t in present.items()))
+    graphs.run(key, launch, present, [k for k in inputs if k in present], [k for k in outputs if k in present])
+
+
 def layer_forward(
     x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tensor | None,
     save: bool,
@@ -101,19 +173,9 @@ def layer_forward(
             persistent_forward(xg, hs, cs, gates, w_hh, INTERPRETED)
             y.copy_(hs[1:])
         else:
-            BB, BH, BK = _block_sizes(B, H, R)
-            grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
-            precision = dot_precision(dtype)
-            for t in range(T):
-                c_prev, c_next = (cs[t], cs[t + 1]) if keep else (cs[t % 2], cs[(t + 1) % 2])
-                lstm_forward_step_kernel[grid](
-                    xg[t], h0 if t == 0 else y[t - 1], c_prev, w_hh, h_cell[t], c_next,
-                    gates[t] if gates is not None else xg[t],  # never written without STORE_GATES
-                    B, H, R, w_hh.stride(0),
-                    STORE_GATES=keep, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
-                )
-                if w_hr is not None:
-                    torch.mm(h_cell[t], w_hr.t(), out=y[t])
+            loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr}
+            _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr"),
+                         outputs=("y", "cs", "gates", "h_cell"), keep=keep, precision=dot_precision(dtype))
 
         c_T = cs[T if keep else T % 2].to(dtype, copy=True)
         if not save:
@@ -142,31 +204,15 @@ def layer_backward(
         dgates = _empty(T + 1, B, 4 * H, device=dev, dtype=dtype)  # the GEMMs' operand: compute dtype
         dgates[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
 
-        BB, BH, BK = _block_sizes(B, H, H)
-        grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
-        precision = dot_precision(dtype)
         if persistent_enabled() and can_run_persistent(B, H, w_hr is not None, dev, INTERPRETED):
             persistent_backward(dh_in, dgates, w_hh, gates, cs, dc, INTERPRETED)
-        elif w_hr is None:
-            for t in range(T - 1, -1, -1):
-                lstm_backward_step_kernel[grid](
-                    dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
-                    B, H, w_hh.stride(0),
-                    FUSE_RECURRENT=True, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
-                )
         else:
-            # With a projection dh_t (B, P) must pass through W_hr before it reaches the cell, so
-            # its recurrent part is a GEMM on the host instead of being fused into the kernel.
-            w_hh32, w_hr32 = w_hh.float(), w_hr.float()
-            dh_cell = _empty(B, H, device=dev)
-            for t in range(T - 1, -1, -1):
-                dh_in[t].addmm_(dgates[t + 1].float(), w_hh32)  # dh_t, kept for dW_hr
-                torch.mm(dh_in[t], w_hr32, out=dh_cell)
-                lstm_backward_step_kernel[grid](
-                    dh_cell, dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
-                    B, H, w_hh.stride(0),
-                    FUSE_RECURRENT=False, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
-                )
+            loop = {"dh_in": dh_in, "dgates": dgates, "w_hh": w_hh, "gates": gates, "cs": cs, "dc": dc}
+            if w_hr is not None:  # the projection's GEMMs run in fp32 on the host, between the kernels
+                loop.update(w_hh32=w_hh.float(), w_hr32=w_hr.float(), dh_cell=_empty(B, H, device=dev))
+            _launch_loop(_backward_steps, loop,
+                         inputs=("dh_in", "dgates", "w_hh", "gates", "cs", "dc", "w_hh32", "w_hr32"),
+                         outputs=("dgates", "dc", "dh_in"), precision=dot_precision(dtype))
 
         dg = dgates[:T].view(T * B, 4 * H)
         grads: list[Tensor | None] = [None] * 7
