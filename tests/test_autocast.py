@@ -133,3 +133,56 @@ def test_lightning_bf16_mixed_trains(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["loss"])
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_cuda_autocast_triton_values_and_grads(dtype, poison_kernel_buffers):
+    """Under CUDA autocast the Triton path computes in `dtype` (operands rounded to it): judged
+    against a float64 run on the same rounded values, with PyTorch's own ops in `dtype` (our cell
+    loop: cuDNN before 9.13 has no bf16 RNN) as the yardstick (tests/tolerance.py)."""
+    import copy
+
+    from tests.tolerance import assert_no_worse_than_torch, rounded_to
+
+    ours = lrnn.LSTM(32, 64, num_layers=2, backend="triton").cuda()
+    torch_ops = copy.deepcopy(ours).to(dtype)
+    theirs = lambda x: torch_ops._run_stacked(x, None, True, torch_ops._cell_loop())  # noqa: E731
+    exact = torch.nn.LSTM(32, 64, num_layers=2).cuda().double()
+    exact.load_state_dict(torch_ops.state_dict())  # the parameters as rounded to `dtype`
+    x = torch.randn(20, 8, 32, device="cuda")
+    upstream = torch.randn(20, 8, 64, device="cuda")
+    with torch.autocast("cuda", dtype=dtype):
+        y, (h, c) = ours(x)
+    assert ours.last_backend == "triton" and y.dtype == h.dtype == c.dtype == dtype
+    y.backward(upstream.to(dtype))
+    y_theirs, _ = theirs(x.to(dtype))
+    y_theirs.backward(upstream.to(dtype))
+    y_exact, _ = exact(rounded_to(dtype, x))
+    y_exact.backward(rounded_to(dtype, upstream))
+    assert_no_worse_than_torch("output", y, y_theirs, y_exact)
+    for (name, p), p_theirs, p_exact in zip(ours.named_parameters(), torch_ops.parameters(), exact.parameters()):
+        assert p.grad.dtype == torch.float32, name
+        assert_no_worse_than_torch(name, p.grad.to(dtype), p_theirs.grad, p_exact.grad)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_lightning_bf16_mixed_on_the_triton_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTNING_RNN_AUTOTUNE", "0")  # "auto" = Triton on CUDA
+    x = torch.randn(64, 6, 3)
+    data = torch.utils.data.TensorDataset(x, x.sum(dim=(1, 2)))
+    model = _TinySequenceRegressor()
+    trainer = L.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=8, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=16))
+    assert model.rnn.last_backend == "triton"
+    assert torch.isfinite(trainer.callback_metrics["loss"])
+    rnn = model.rnn.cuda()
+    xs = x[:16].cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y, _ = rnn(xs)
+    ref = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True).cuda()
+    ref.load_state_dict(rnn.state_dict())
+    torch.testing.assert_close(y.float(), ref(xs)[0], atol=3e-2, rtol=3e-2)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_rnn.nn import LSTM
-from tests.conftest import TRITON_DEVICE, requires_triton_interpreter
+from tests.conftest import TRITON_DEVICE, requires_cuda, requires_triton_interpreter
 
 
 def _layer_args(T: int, B: int, I: int, H: int, proj: int, requires_grad: bool):
@@ -71,4 +71,17 @@ def test_compile_fullgraph_matches_eager():
     torch.testing.assert_close(c, c_eager, atol=1e-6, rtol=1e-6)
     for g, g_eager in zip(grads, grads_eager):
         torch.testing.assert_close(g, g_eager, atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_compile_fullgraph_inductor_on_a_gpu():
+    torch._dynamo.reset()
+    model = _Tagger().cuda()
+    x = torch.randn(3, 16, 3, device="cuda")
+    out_eager, _ = model(x)
+    with torch._dynamo.config.patch(allow_rnn=True):
+        out, _ = torch.compile(model, fullgraph=True)(x)
+    torch.testing.assert_close(out, out_eager, atol=1e-4, rtol=1e-4)
     torch._dynamo.reset()
