@@ -95,12 +95,15 @@ def test_a_broken_cache_file_is_ignored(fake_timings, tmp_path):
     assert json.loads(path.read_text())["version"] == 1, "rewritten whole"
 
 
-def test_timing_leaves_the_random_stream_and_dropout_alone(fake_timings):
+def test_timing_leaves_the_random_stream_and_dropout_alone(fake_timings, monkeypatch):
     """The timed runs neither draw random numbers nor apply dropout: a run that times gives the
     same output and leaves the same generator state as one that does not."""
     _, timed = fake_timings
     m = LSTM(3, 6, num_layers=2, dropout=0.5)
     x = torch.randn(3, 2, 3)
+    dropout_while_timed = []
+    timer = autotune.cuda_timer
+    monkeypatch.setattr(autotune, "cuda_timer", lambda fn: (dropout_while_timed.append(m.dropout), timer(fn))[1])
     torch.manual_seed(0)
     y_timed, _ = m(x)
     after_timed = torch.rand(3)
@@ -111,6 +114,7 @@ def test_timing_leaves_the_random_stream_and_dropout_alone(fake_timings):
     assert len(timed) == 2
     assert torch.equal(after_timed, after_cached)
     torch.testing.assert_close(y_timed, y_cached, atol=1e-6, rtol=1e-6)
+    assert dropout_while_timed == [0.0, 0.0] and m.dropout == 0.5 and m.training
 
 
 class _Store:
