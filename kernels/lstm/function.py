@@ -1,22 +1,32 @@
-"""Autograd wrapper around the Triton LSTM step kernels: one layer, one direction, whole sequence.
+"""The Triton LSTM layer: one layer, one direction, whole sequence, forward and backward.
 
 Forward:  xg = x @ W_ih^T + b               one GEMM for all T steps
           for t in 0..T-1: step kernel      h_t, c_t, gates_t    (+ h_t = h_t @ W_hr^T with proj_size)
 Backward: for t in T-1..0: step kernel      dgates_t, dc_{t-1}   (dh_t's recurrent part fused in)
           dx, dW_ih, dW_hh, db, dW_hr       large GEMMs over all steps
 
-Everything saved for backward (h, c, activated gates) is fp32, and so are the GEMMs, whatever the
-input dtype: fp16/bf16 inputs lose precision only where they are stored.
+Each dtype runs on its own units: the GEMMs and the recurrent product take their operands in the
+compute dtype (x's, or the autocast dtype) and accumulate in fp32, as torch.matmul does for
+fp16/bf16, so those run on the tensor cores; fp32 uses TF32 only where the user allowed it
+(`torch.backends.cuda.matmul.allow_tf32`). The cell state and the gate math are fp32 always.
+
+`layer_forward` and `layer_backward` launch the kernels; `kernels.lstm.op` registers them as
+torch.library custom ops (autograd, torch.compile); `lstm_layer` is the public entry point.
+Without a gradient to compute, the forward keeps nothing for a backward (no gates, no c history).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+from typing import Callable, Sequence
 
 import torch
 import triton
 from torch import Tensor
 
+from . import graphs
 from . import persistent as _persistent
 from .persistent import persistent_backward, persistent_enabled, persistent_forward
 from .triton_kernels import lstm_backward_step_kernel, lstm_forward_step_kernel
@@ -28,6 +38,9 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: interpreter too, so that the multi-tile indexing and the K loop the GPU runs are exercised).
 GPU_TILES = not INTERPRETED
 
+#: Warps per program of the per-step kernels (what `kernels.resources` compiles them with).
+STEP_NUM_WARPS = 4
+
 log = logging.getLogger(__name__)
 
 #: Tests set this to fill every buffer a kernel writes with NaN first, so that an element
@@ -35,14 +48,10 @@ log = logging.getLogger(__name__)
 POISON_BUFFERS = False
 
 
-def _empty(*shape: int, device: torch.device) -> Tensor:
+def _empty(*shape: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
     if POISON_BUFFERS:
-        return torch.full(shape, float("nan"), dtype=torch.float32, device=device)
-    return torch.empty(shape, dtype=torch.float32, device=device)
-
-
-#: Warps per program of the per-step kernels (what `kernels.resources` compiles them with).
-STEP_NUM_WARPS = 4
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = None) -> tuple[int, int, int]:
@@ -76,112 +85,199 @@ def _log_once(message: str) -> None:
         log.warning(message)
 
 
-class _LSTMLayerFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
-        x: Tensor,
-        h0: Tensor,
-        c0: Tensor,
-        w_ih: Tensor,
-        w_hh: Tensor,
-        bias: Tensor | None,
-        w_hr: Tensor | None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        T, B, I = x.shape
-        H = w_hh.shape[0] // 4
-        R = w_hh.shape[1]
-        dev = x.device
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input_precision for the recurrent product: TF32 for fp32 operands only where the user
+    allowed it for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32, set_float32_matmul_precision);
+    fp16/bf16 operands go to the tensor cores either way."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """Triton launches on the *current* CUDA device and its current stream, which need not be the
+    input's (a model on cuda:1 while cuda:0 is current): make the input's device current."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _forward_steps(b: dict[str, Tensor], keep: bool, precision: str) -> None:
+    """The forward time loop. Reads b["xg"], b["h0"], b["cs"][0], b["w_hh"] (and b["w_hr"]); writes
+    b["y"], b["cs"] (all of c_1..c_T with `keep`, else a ping-pong pair), b["gates"] with `keep`,
+    and b["h_cell"] with a projection."""
+    xg, h0, cs, w_hh, y, gates = b["xg"], b["h0"], b["cs"], b["w_hh"], b["y"], b.get("gates")
+    w_hr = b.get("w_hr")
+    h_cell = b["h_cell"] if w_hr is not None else y
+    T, B, R = y.shape
+    H = w_hh.shape[0] // 4
+    BB, BH, BK = _block_sizes(B, H, R)
+    grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
+    for t in range(T):
+        c_prev, c_next = (cs[t], cs[t + 1]) if keep else (cs[t % 2], cs[(t + 1) % 2])
+        lstm_forward_step_kernel[grid](
+            xg[t], h0 if t == 0 else y[t - 1], c_prev, w_hh, h_cell[t], c_next,
+            gates[t] if gates is not None else xg[t],  # never written without STORE_GATES
+            B, H, R, w_hh.stride(0),
+            STORE_GATES=keep, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+            num_warps=STEP_NUM_WARPS,
+        )
+        if w_hr is not None:
+            torch.mm(h_cell[t], w_hr.t(), out=y[t])
+
+
+def _backward_steps(b: dict[str, Tensor], precision: str) -> None:
+    """The backward time loop. Reads b["dh_in"], b["dgates"][T] (zero), b["w_hh"], b["gates"], b["cs"],
+    b["dc"] (dL/dc_T); writes b["dgates"][:T], b["dc"] (dL/dc_0) and, with a projection (b["w_hr32"]),
+    b["dh_in"] (the full dL/dh_t, kept for dW_hr)."""
+    dh_in, dgates, w_hh, gates, cs, dc = b["dh_in"], b["dgates"], b["w_hh"], b["gates"], b["cs"], b["dc"]
+    T, B, _ = dh_in.shape
+    H = w_hh.shape[0] // 4
+    BB, BH, BK = _block_sizes(B, H, H)
+    grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
+    if "w_hr32" not in b:
+        for t in range(T - 1, -1, -1):
+            lstm_backward_step_kernel[grid](
+                dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
+                B, H, w_hh.stride(0),
+                FUSE_RECURRENT=True, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+                num_warps=STEP_NUM_WARPS,
+            )
+        return
+    # With a projection dh_t (B, P) must pass through W_hr before it reaches the cell, so its
+    # recurrent part is a GEMM on the host instead of being fused into the kernel.
+    w_hh32, w_hr32, dh_cell = b["w_hh32"], b["w_hr32"], b["dh_cell"]
+    for t in range(T - 1, -1, -1):
+        dh_in[t].addmm_(dgates[t + 1].float(), w_hh32)  # dh_t, kept for dW_hr
+        torch.mm(dh_in[t], w_hr32, out=dh_cell)
+        lstm_backward_step_kernel[grid](
+            dh_cell, dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
+            B, H, w_hh.stride(0),
+            FUSE_RECURRENT=False, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
+            num_warps=STEP_NUM_WARPS,
+        )
+
+
+def _launch_loop(steps: Callable[..., None], tensors: dict[str, Tensor | None], inputs: Sequence[str],
+                 outputs: Sequence[str], **options: object) -> None:
+    """Run a time loop eagerly, or as a CUDA-graph replay where enabled (kernels.lstm.graphs)."""
+    present = {k: t for k, t in tensors.items() if t is not None}
+    if present.get("h_cell") is present.get("y"):
+        present.pop("h_cell", None)  # no projection: the cell output is y itself
+    launch = functools.partial(steps, **options)
+    device = next(iter(present.values())).device
+    if not graphs.graphs_enabled(device):
+        launch(present)
+        return
+    key = (steps.__name__, device, tuple(sorted(options.items())),
+           tuple((k, tuple(t.shape), t.dtype, t.stride()) for k, t in present.items()))
+    graphs.run(key, launch, present, [k for k in inputs if k in present], [k for k in outputs if k in present])
+
+
+def layer_forward(
+    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tensor | None,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """Run the layer; x, h0 and the weights share the compute dtype, c0 may be any float dtype.
+
+    Returns (y (T, B, R), h_T, c_T, cs, gates, h_cell). With `save` (a backward will follow),
+    cs (T+1, B, H) fp32 holds c_0..c_T, gates (T, B, 4H) fp32 the activated gates and, with a
+    projection, h_cell (T, B, H) the cell outputs before W_hr; without it those three are None
+    and the kernels keep only the c of the current step.
+    """
+    T, B, I = x.shape
+    H = w_hh.shape[0] // 4
+    R = w_hh.shape[1]
+    dtype, dev = x.dtype, x.device
+    with device_guard(dev):
         w_hh = w_hh.contiguous()
+        h0 = h0.contiguous()
+        x2 = x.reshape(T * B, I)
+        # All steps' input projection in one GEMM, in the compute dtype (fp32 accumulation inside).
+        xg = (torch.addmm(bias.to(dtype), x2, w_ih.t()) if bias is not None else x2 @ w_ih.t()).view(T, B, 4 * H)
 
-        xg = (x.reshape(T * B, I).float() @ w_ih.float().t()).view(T, B, 4 * H)  # all steps, one GEMM
-        if bias is not None:
-            xg += bias
-
-        hs = _empty(T + 1, B, R, device=dev)  # hs[t] = h_{t-1}; hs[0] = h0
-        cs = _empty(T + 1, B, H, device=dev)
-        gates = _empty(T, B, 4 * H, device=dev)
-        hs[0] = h0
-        cs[0] = c0
-        h_cell = _empty(T, B, H, device=dev) if w_hr is not None else hs[1:]
-        w_hr32 = w_hr.float() if w_hr is not None else None
-
+        y = _empty(T, B, R, device=dev, dtype=dtype)  # h_t of every step: the output, and h_{t+1}'s input
+        h_cell = _empty(T, B, H, device=dev, dtype=dtype) if w_hr is not None else y
         plan = _persistent_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        keep = save or plan is not None  # the persistent kernel writes the whole history either way
+        cs = _empty(T + 1 if keep else 2, B, H, device=dev)  # fp32; without `keep` a ping-pong pair
+        cs[0] = c0
+        gates = _empty(T, B, 4 * H, device=dev) if keep else None
+
         if plan is not None:
-            persistent_forward(xg, hs, cs, gates, w_hh, plan, INTERPRETED)
+            # The persistent kernels keep h and the input projection in fp32 (what kernels.resources
+            # compiles them for); the weights stay in the compute dtype on chip.
+            hs = _empty(T + 1, B, R, device=dev)
+            hs[0] = h0
+            persistent_forward(xg.float(), hs, cs, gates, w_hh, plan, INTERPRETED)
+            y.copy_(hs[1:])
         else:
-            BB, BH, BK = _block_sizes(B, H, R)
-            grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
-            for t in range(T):
-                lstm_forward_step_kernel[grid](
-                    xg[t], hs[t], cs[t], w_hh, h_cell[t], cs[t + 1], gates[t],
-                    B, H, R, w_hh.stride(0),
-                    BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK, num_warps=STEP_NUM_WARPS,
-                )
-                if w_hr32 is not None:
-                    torch.mm(h_cell[t], w_hr32.t(), out=hs[t + 1])
+            loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr}
+            _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr"),
+                         outputs=("y", "cs", "gates", "h_cell"), keep=keep, precision=dot_precision(dtype))
 
-        ctx.save_for_backward(x, w_ih, w_hh, w_hr, hs, cs, gates, h_cell if w_hr is not None else None)
-        ctx.has_bias = bias is not None
-        ctx.persistent = plan
-        ctx.state_dtypes = (h0.dtype, c0.dtype)
-        y = hs[1:].to(x.dtype, copy=True)  # a copy: the caller may modify y, hs must stay intact
-        return y, y[-1].clone(), cs[T].to(x.dtype, copy=True)
+        c_T = cs[T if keep else T % 2].to(dtype, copy=True)
+        if not save:
+            return y, y[-1].clone(), c_T, None, None, None
+        return y, y[-1].clone(), c_T, cs, gates, h_cell if w_hr is not None else None
 
-    @staticmethod
-    def backward(ctx, dy: Tensor, dh_T: Tensor, dc_T: Tensor):  # type: ignore[override]
-        x, w_ih, w_hh, w_hr, hs, cs, gates, h_cell = ctx.saved_tensors
-        T, B, I = x.shape
-        H = w_hh.shape[0] // 4
-        R = w_hh.shape[1]
-        dev = x.device
 
-        # dL/dh_t arriving from above; the final state's gradient joins the last step.
-        # (Upstream gradients may arrive with any strides, e.g. transposed for batch_first; the
-        # kernels index rows densely, so every buffer they touch is made contiguous here.)
+def layer_backward(
+    dy: Tensor, dh_T: Tensor, dc_T: Tensor, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
+    w_hr: Tensor | None, y: Tensor, cs: Tensor, gates: Tensor, h_cell: Tensor | None, needs: list[bool],
+) -> list[Tensor | None]:
+    """Gradients [dx, dh0, dc0 (fp32), dw_ih, dw_hh, db (fp32), dw_hr] of `layer_forward(save=True)`,
+    each None where needs[i] is False; the rest in the compute dtype (db is summed in fp32)."""
+    T, B, I = x.shape
+    H = w_hh.shape[0] // 4
+    R = w_hh.shape[1]
+    dtype, dev = x.dtype, x.device
+    with device_guard(dev):
+        w_hh = w_hh.contiguous()
+        # dL/dh_t arriving from above; the final state's gradient joins the last step. (Upstream
+        # gradients may arrive with any strides, e.g. transposed for batch_first; the kernels index
+        # rows densely, so every buffer they touch is made contiguous here.)
         dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         dh_in[T - 1] += dh_T.float()
         dc = dc_T.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        dgates = _empty(T + 1, B, 4 * H, device=dev)
+        dgates = _empty(T + 1, B, 4 * H, device=dev, dtype=dtype)  # the GEMMs' operand: compute dtype
         dgates[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
 
-        BB, BH, BK = _block_sizes(B, H, H)
-        grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
-        if ctx.persistent:
-            persistent_backward(dh_in, dgates, w_hh, gates, cs, dc, ctx.persistent, INTERPRETED)
-        elif w_hr is None:
-            for t in range(T - 1, -1, -1):
-                lstm_backward_step_kernel[grid](
-                    dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
-                    B, H, w_hh.stride(0),
-                    FUSE_RECURRENT=True, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK, num_warps=STEP_NUM_WARPS,
-                )
+        plan = _persistent_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        if plan is not None:
+            dgates32 = _empty(T + 1, B, 4 * H, device=dev)  # the persistent kernels write fp32
+            dgates32[T] = 0.0
+            persistent_backward(dh_in, dgates32, w_hh, gates, cs, dc, plan, INTERPRETED)
+            dgates.copy_(dgates32)
         else:
-            # With a projection dh_t (B, P) must pass through W_hr before it reaches the cell, so
-            # its recurrent part is a GEMM on the host instead of being fused into the kernel.
-            w_hh32, w_hr32 = w_hh.float(), w_hr.float()
-            dh_cell = _empty(B, H, device=dev)
-            for t in range(T - 1, -1, -1):
-                dh_in[t].addmm_(dgates[t + 1], w_hh32)  # dh_t, kept for dW_hr
-                torch.mm(dh_in[t], w_hr32, out=dh_cell)
-                lstm_backward_step_kernel[grid](
-                    dh_cell, dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
-                    B, H, w_hh.stride(0),
-                    FUSE_RECURRENT=False, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK, num_warps=STEP_NUM_WARPS,
-                )
+            loop = {"dh_in": dh_in, "dgates": dgates, "w_hh": w_hh, "gates": gates, "cs": cs, "dc": dc}
+            if w_hr is not None:  # the projection's GEMMs run in fp32 on the host, between the kernels
+                loop.update(w_hh32=w_hh.float(), w_hr32=w_hr.float(), dh_cell=_empty(B, H, device=dev))
+            _launch_loop(_backward_steps, loop,
+                         inputs=("dh_in", "dgates", "w_hh", "gates", "cs", "dc", "w_hh32", "w_hr32"),
+                         outputs=("dgates", "dc", "dh_in"), precision=dot_precision(dtype))
 
         dg = dgates[:T].view(T * B, 4 * H)
-        need = ctx.needs_input_grad
-        dx = (dg @ w_ih.float()).view(T, B, I).to(x.dtype) if need[0] else None
-        dh0 = (dgates[0] @ w_hh.float()).to(ctx.state_dtypes[0]) if need[1] else None
-        dc0 = dc.to(ctx.state_dtypes[1], copy=True) if need[2] else None
-        dw_ih = (dg.t() @ x.reshape(T * B, I).float()).to(w_ih.dtype) if need[3] else None
-        dw_hh = (dg.t() @ hs[:T].reshape(T * B, R)).to(w_hh.dtype) if need[4] else None
-        db = dg.sum(0) if ctx.has_bias and need[5] else None
-        dw_hr = None
-        if w_hr is not None and need[6]:
-            dw_hr = (dh_in.view(T * B, R).t() @ h_cell.view(T * B, H)).to(w_hr.dtype)
-        return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr
+        grads: list[Tensor | None] = [None] * 7
+        if needs[0]:
+            grads[0] = (dg @ w_ih).view(T, B, I)
+        if needs[1]:
+            grads[1] = dgates[0] @ w_hh
+        if needs[2]:
+            grads[2] = dc
+        if needs[3]:
+            grads[3] = dg.t() @ x.reshape(T * B, I)
+        if needs[4]:  # h_{t-1} is h0 for the first step and y[t-1] after it
+            grads[4] = torch.addmm(dgates[0].t() @ h0, dg[B:].t(), y[: T - 1].reshape((T - 1) * B, R))
+        if needs[5]:
+            grads[5] = dg.sum(0, dtype=torch.float32)
+        if needs[6] and w_hr is not None and h_cell is not None:
+            grads[6] = dh_in.view(T * B, R).t() @ h_cell.view(T * B, H).float()
+        return grads
+
+
+def _check_same_device(tensors: dict[str, Tensor | None]) -> None:
+    x = tensors["x"]
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"lstm_layer: {name} is on {t.device} but x is on {x.device}; "
+                             "the input, the states and the weights must be on one device")
 
 
 def lstm_layer(
@@ -198,21 +294,31 @@ def lstm_layer(
 
     Shapes: x (T, B, I), h0 (B, R), c0 (B, H), w_ih (4H, I), w_hh (4H, R), b_ih/b_hh (4H,),
     w_hr (R, H) or None, with R = proj_size if w_hr is given else H.
-    Returns (y (T, B, R), h_T (B, R), c_T (B, H)) in the dtype of x.
+    Returns (y (T, B, R), h_T (B, R), c_T (B, H)) in the compute dtype: the autocast dtype under
+    `torch.autocast` (x, h0 and the weights are cast to it, as autocast does for torch.nn.LSTM;
+    gradients flow back to the original fp32 parameters), else x's dtype.
 
-    Under `torch.autocast` the input and weights are cast to the autocast dtype (as autocast
-    does for `torch.nn.LSTM`); gradients flow back to the original fp32 parameters.
+    When no gradient is needed (torch.no_grad, or nothing requires grad) the forward allocates only
+    what it returns plus one step's cell state and the input projection.
     """
+    from . import op  # registers the custom ops (a module import, cheap after the first)
+
+    _check_same_device({"x": x, "h0": h0, "c0": c0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh,
+                        "w_hr": w_hr})
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        x, w_ih, w_hh = x.to(dtype), w_ih.to(dtype), w_hh.to(dtype)
-        w_hr = w_hr.to(dtype) if w_hr is not None else None
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+    x, h0, w_ih, w_hh = x.to(dtype), h0.to(dtype), w_ih.to(dtype), w_hh.to(dtype)
+    w_hr = w_hr.to(dtype) if w_hr is not None else None
     bias = None
     if b_ih is not None or b_hh is not None:
         bias = sum(b.float() for b in (b_ih, b_hh) if b is not None)
+    inputs = (x, h0, c0, w_ih, w_hh, bias, w_hr)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     with torch.autocast(device_type, enabled=False):
-        return _LSTMLayerFunction.apply(x, h0, c0, w_ih, w_hh, bias, w_hr)
+        if not needs_grad:
+            return op.lstm_layer_inference(*inputs)
+        y, h_T, c_T = op.lstm_layer_train(*inputs)[:3]
+        return y, h_T, c_T
 
 
 _W_TYPE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
@@ -226,19 +332,22 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
     BB, BH, BK = _block_sizes(B, H, H, gpu_tiles=True)
     programs = triton.cdiv(B, BB) * triton.cdiv(H, BH)
     f32, i32 = "*fp32", "i32"
-    fwd_sig = (("xg_ptr", f32), ("h_prev_ptr", f32), ("c_prev_ptr", f32), ("w_hh_ptr", w), ("h_out_ptr", f32),
+    # x, h, the input projection and the gate gradients are in the compute dtype (= the weights'),
+    # the cell state and the saved gates in fp32 (see layer_forward / layer_backward).
+    c = "constexpr"
+    fwd_sig = (("xg_ptr", w), ("h_prev_ptr", w), ("c_prev_ptr", f32), ("w_hh_ptr", w), ("h_out_ptr", w),
                ("c_out_ptr", f32), ("gates_ptr", f32), ("B", i32), ("H", i32), ("R", i32), ("stride_w", i32),
-               ("BLOCK_B", "constexpr"), ("BLOCK_H", "constexpr"), ("BLOCK_K", "constexpr"))
-    bwd_sig = (("dh_ptr", f32), ("dgates_next_ptr", f32), ("w_hh_ptr", w), ("gates_ptr", f32), ("c_ptr", f32),
-               ("c_prev_ptr", f32), ("dc_ptr", f32), ("dgates_ptr", f32), ("B", i32), ("H", i32),
-               ("stride_w", i32), ("FUSE_RECURRENT", "constexpr"), ("BLOCK_B", "constexpr"),
-               ("BLOCK_H", "constexpr"), ("BLOCK_K", "constexpr"))
-    tiles = (("BLOCK_B", BB), ("BLOCK_H", BH), ("BLOCK_K", BK))
+               ("STORE_GATES", c), ("DOT_PRECISION", c), ("BLOCK_B", c), ("BLOCK_H", c), ("BLOCK_K", c))
+    bwd_sig = (("dh_ptr", f32), ("dgates_next_ptr", w), ("w_hh_ptr", w), ("gates_ptr", f32), ("c_ptr", f32),
+               ("c_prev_ptr", f32), ("dc_ptr", f32), ("dgates_ptr", w), ("B", i32), ("H", i32),
+               ("stride_w", i32), ("FUSE_RECURRENT", c), ("DOT_PRECISION", c), ("BLOCK_B", c),
+               ("BLOCK_H", c), ("BLOCK_K", c))
+    tiles = (("DOT_PRECISION", "ieee"), ("BLOCK_B", BB), ("BLOCK_H", BH), ("BLOCK_K", BK))
     common = dict(family="lstm", B=B, H=H, dtype=dtype, num_warps=STEP_NUM_WARPS, programs=programs,
                   persistent=False)
     configs = [
         LaunchConfig(kernel="lstm.step.forward", fn_path="kernels.lstm.triton_kernels:lstm_forward_step_kernel",
-                     signature=fwd_sig, constexprs=tiles, **common),
+                     signature=fwd_sig, constexprs=(("STORE_GATES", True),) + tiles, **common),
         LaunchConfig(kernel="lstm.step.backward", fn_path="kernels.lstm.triton_kernels:lstm_backward_step_kernel",
                      signature=bwd_sig, constexprs=(("FUSE_RECURRENT", True),) + tiles, **common),
     ]

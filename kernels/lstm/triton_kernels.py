@@ -6,7 +6,9 @@ that is not sequential (the input projection, dW, dx) is a large GEMM outside th
 
 Each program owns a tile of BLOCK_B batch rows x BLOCK_H hidden units and computes all four
 gates for it, so the gate nonlinearities and the c/h update are fused with the recurrent
-product. Accumulation and the cell state are fp32 whatever the weight dtype.
+product. The recurrent product takes its operands in the compute dtype (fp16/bf16 on the
+tensor cores; fp32 as IEEE fp32, or TF32 where the user allowed it) and accumulates in fp32;
+the cell state and all gate math are fp32 whatever the dtype.
 
 Sizes need not be powers of two: every load and store is masked.
 """
@@ -70,17 +72,19 @@ def _cell_backward(dh, dc, i, f, g, o, c, c_prev):
 
 @triton.jit
 def lstm_forward_step_kernel(
-    xg_ptr,  # (B, 4H) fp32: x_t @ W_ih^T + b_ih + b_hh, precomputed for all steps
-    h_prev_ptr,  # (B, R) fp32
+    xg_ptr,  # (B, 4H) compute dtype: x_t @ W_ih^T + b_ih + b_hh, precomputed for all steps
+    h_prev_ptr,  # (B, R) compute dtype
     c_prev_ptr,  # (B, H) fp32
-    w_hh_ptr,  # (4H, R), any float dtype
-    h_out_ptr,  # (B, H) fp32: o * tanh(c), before any projection
+    w_hh_ptr,  # (4H, R) compute dtype
+    h_out_ptr,  # (B, H) compute dtype: o * tanh(c), before any projection
     c_out_ptr,  # (B, H) fp32
-    gates_ptr,  # (B, 4H) fp32: activated i, f, g, o, saved for backward
+    gates_ptr,  # (B, 4H) fp32: activated i, f, g, o, saved for backward (unused without STORE_GATES)
     B,
     H,
     R,
     stride_w,  # row stride of w_hh (its column stride is 1)
+    STORE_GATES: tl.constexpr,  # False for inference: nothing is kept for a backward pass
+    DOT_PRECISION: tl.constexpr,  # tl.dot input_precision for fp32 operands: "ieee" or "tf32"
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -106,39 +110,44 @@ def lstm_forward_step_kernel(
         )
         w_tile = w_hh_ptr + offs_j[None, :] * stride_w + offs_k[:, None]
         mask_w = mask_k[:, None] & mask_j[None, :]
-        w_i = tl.load(w_tile, mask=mask_w, other=0.0).to(tl.float32)
-        w_f = tl.load(w_tile + H * stride_w, mask=mask_w, other=0.0).to(tl.float32)
-        w_g = tl.load(w_tile + 2 * H * stride_w, mask=mask_w, other=0.0).to(tl.float32)
-        w_o = tl.load(w_tile + 3 * H * stride_w, mask=mask_w, other=0.0).to(tl.float32)
-        acc_i = tl.dot(h, w_i, acc_i, input_precision="ieee")
-        acc_f = tl.dot(h, w_f, acc_f, input_precision="ieee")
-        acc_g = tl.dot(h, w_g, acc_g, input_precision="ieee")
-        acc_o = tl.dot(h, w_o, acc_o, input_precision="ieee")
+        # h and W_hh both in the compute dtype: a tensor-core product for fp16/bf16, fp32 accumulator.
+        w_i = tl.load(w_tile, mask=mask_w, other=0.0)
+        w_f = tl.load(w_tile + H * stride_w, mask=mask_w, other=0.0)
+        w_g = tl.load(w_tile + 2 * H * stride_w, mask=mask_w, other=0.0)
+        w_o = tl.load(w_tile + 3 * H * stride_w, mask=mask_w, other=0.0)
+        acc_i = tl.dot(h, w_i, acc_i, input_precision=DOT_PRECISION)
+        acc_f = tl.dot(h, w_f, acc_f, input_precision=DOT_PRECISION)
+        acc_g = tl.dot(h, w_g, acc_g, input_precision=DOT_PRECISION)
+        acc_o = tl.dot(h, w_o, acc_o, input_precision=DOT_PRECISION)
 
     gate_tile = offs_b[:, None] * (4 * H) + offs_j[None, :]
     x_i, x_f, x_g, x_o = _load_gates(xg_ptr + gate_tile, H, mask_bj)
     bj = offs_b[:, None] * H + offs_j[None, :]
-    i, f, g, o, c, h_new = _cell_forward(acc_i + x_i, acc_f + x_f, acc_g + x_g, acc_o + x_o,
-                                         tl.load(c_prev_ptr + bj, mask=mask_bj, other=0.0))
+    i, f, g, o, c, h_new = _cell_forward(
+        acc_i + x_i.to(tl.float32), acc_f + x_f.to(tl.float32), acc_g + x_g.to(tl.float32),
+        acc_o + x_o.to(tl.float32), tl.load(c_prev_ptr + bj, mask=mask_bj, other=0.0),
+    )
     tl.store(c_out_ptr + bj, c, mask=mask_bj)
-    tl.store(h_out_ptr + bj, h_new, mask=mask_bj)
-    _store_gates(gates_ptr + gate_tile, H, i, f, g, o, mask_bj)
+    tl.store(h_out_ptr + bj, h_new, mask=mask_bj)  # rounded to the compute dtype by the store
+    if STORE_GATES:
+        _store_gates(gates_ptr + gate_tile, H, i, f, g, o, mask_bj)
 
 
 @triton.jit
 def lstm_backward_step_kernel(
     dh_ptr,  # (B, H) fp32: dL/dh_t from above (dy_t; with FUSE_RECURRENT the recurrent part is added here)
-    dgates_next_ptr,  # (B, 4H) fp32: pre-activation gate grads of step t+1 (zeros after the last step)
-    w_hh_ptr,  # (4H, H), read only when FUSE_RECURRENT
+    dgates_next_ptr,  # (B, 4H) compute dtype: pre-activation gate grads of step t+1 (zeros after the last)
+    w_hh_ptr,  # (4H, H) compute dtype, read only when FUSE_RECURRENT
     gates_ptr,  # (B, 4H) fp32: activated gates of step t
     c_ptr,  # (B, H) fp32: c_t
     c_prev_ptr,  # (B, H) fp32: c_{t-1}
     dc_ptr,  # (B, H) fp32: in dL/dc_t (from step t+1), out dL/dc_{t-1}
-    dgates_ptr,  # (B, 4H) fp32 out: pre-activation gate grads of step t
+    dgates_ptr,  # (B, 4H) compute dtype out: pre-activation gate grads of step t
     B,
     H,
     stride_w,
     FUSE_RECURRENT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -168,8 +177,8 @@ def lstm_backward_step_kernel(
                     w_hh_ptr + (q * H + offs_k[:, None]) * stride_w + offs_j[None, :],
                     mask=mask_k[:, None] & mask_j[None, :],
                     other=0.0,
-                ).to(tl.float32)
-                acc = tl.dot(dg, w, acc, input_precision="ieee")
+                )
+                acc = tl.dot(dg, w, acc, input_precision=DOT_PRECISION)
         dh += acc
 
     gate_tile = offs_b[:, None] * (4 * H) + offs_j[None, :]

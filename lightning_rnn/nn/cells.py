@@ -1,7 +1,8 @@
 """Drop-in `LSTMCell`, `GRUCell`, `RNNCell`: one time step, torch.nn's interface and state_dicts.
 
-Each can run its Triton kernel (kernels/lstm, kernels/gru, kernels/rnn) on a one-step sequence.
-On the CPU under autocast all three use our plain cell math instead of torch.nn's.
+Each can run its Triton kernel (kernels/lstm, kernels/gru, kernels/rnn) on a one-step sequence;
+with backend="auto" on a GPU, LSTMCell takes it only where it was timed faster than torch.nn. On the
+CPU under autocast LSTMCell runs torch.nn's cell in fp32 on up-cast inputs, the other two our cell math.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .backend import Backend, BackendChoice
+from . import autotune
+from .backend import Backend, BackendChoice, compute_dtype, cpu_autocast_dtype, run_fused_in_fp32
 from .functional import gru_cell, lstm_cell, rnn_cell
 from .validation import check_float_tensor, check_matches_parameters, check_state
 
@@ -68,6 +70,7 @@ class LSTMCell(_DropInCellMixin, nn.LSTMCell):
     """
 
     _kernel_kind = "lstm"
+    _fp32_fused_under_cpu_autocast = True
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -80,21 +83,60 @@ class LSTMCell(_DropInCellMixin, nn.LSTMCell):
             raise TypeError("LSTMCell: hx must be a tuple (h, c) of two tensors")
         batched = self._check_forward(input, hx, ("hx[0] (h)", "hx[1] (c)"))
         backend = self._choose_backend(input)
+        if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
+                and autotune.autotune_enabled(input.device)):
+            backend = self.last_backend = self._faster_backend(input, hx)
         if backend == "torch":
-            return nn.LSTMCell.forward(self, input, hx)
+            return self._torch_forward(input, hx)
         x = input if batched else input.unsqueeze(0)
         if hx is None:
             h = c = x.new_zeros(x.shape[0], self.hidden_size)
         else:
             h, c = (hx[0], hx[1]) if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         if backend == "triton":
-            from kernels.lstm.function import lstm_layer
-
-            _, h, c = lstm_layer(x.unsqueeze(0), h, c, *self._weights())
+            _, h, c = self._triton_step(x, h, c)
         else:
             h, c = lstm_cell(x, h, c, *self._weights())
         h, c = _autocast_output(h), _autocast_output(c)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+
+    def _triton_step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        from kernels.lstm.function import lstm_layer
+
+        return lstm_layer(x.unsqueeze(0), h, c, *self._weights())
+
+    def _torch_forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """torch.nn.LSTMCell's forward; on the CPU under autocast, in fp32 (see run_fused_in_fp32)."""
+        dtype = cpu_autocast_dtype(input)
+        if dtype is None:
+            return nn.LSTMCell.forward(self, input, hx)
+        return run_fused_in_fp32(functools.partial(nn.LSTMCell.forward, self), input, hx, self.weight_ih.dtype, dtype)
+
+    def _faster_backend(self, input: Tensor, hx: tuple[Tensor, Tensor] | None) -> str:
+        """Triton or torch.nn for this step's configuration, timed once (lightning_rnn.nn.autotune):
+        a one-step Triton launch sequence is not always cheaper than cuDNN's two or three kernels."""
+        x = input.detach().requires_grad_(input.requires_grad)
+        x2 = x if x.dim() == 2 else x.unsqueeze(0)
+        states = tuple(s.detach() for s in hx) if hx is not None else None
+        h, c = (states[0], states[1]) if states is not None else (x2.new_zeros(x2.shape[0], self.hidden_size),) * 2
+        h, c = (h, c) if h.dim() == 2 else (h.unsqueeze(0), c.unsqueeze(0))
+        wrt = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])
+        with_backward = torch.is_grad_enabled() and bool(wrt)
+        key = ("LSTMCell", self.input_size, self.hidden_size, self.bias, x2.shape[0], str(compute_dtype(input)),
+               with_backward)
+
+        def timed(run):
+            def fn() -> None:
+                with torch.set_grad_enabled(with_backward):
+                    out = run()[0]
+                    if with_backward:
+                        torch.autograd.grad(out.float().sum(), wrt, allow_unused=True)
+            return fn
+
+        return autotune.choose(key, {
+            "triton": timed(lambda: self._triton_step(x2, h, c)[1:]),
+            "torch": timed(lambda: nn.LSTMCell.forward(self, x, states)),
+        }, input.device, default="torch")
 
 
 class GRUCell(_DropInCellMixin, nn.GRUCell):

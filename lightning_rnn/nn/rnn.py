@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import autotune
-from .backend import Backend, BackendChoice, compute_dtype, resolve_backend
+from .backend import Backend, BackendChoice, compute_dtype, cpu_autocast_dtype, run_fused_in_fp32
 from .functional import (
     LayerFn,
     State,
@@ -119,6 +119,46 @@ class _DropInRNNMixin(BackendChoice):
         return y, final
 
 
+    def _time_backends(self, input: Tensor, hx: Sequence[Tensor] | Tensor | None, batched: bool,
+                       triton_layer: LayerFn, torch_forward, extra_key: tuple = ()) -> str:
+        """Triton or torch.nn, whichever is faster for this configuration (lightning_rnn.nn.autotune).
+
+        The timed runs see detached copies of the input and states (the user's autograd graph
+        is not extended), return gradients instead of accumulating them, and run without dropout;
+        autotune leaves the random number generators as it found them.
+        """
+        x = input.detach().requires_grad_(input.requires_grad)
+        if isinstance(hx, Tensor):
+            torch_states, stacked_states = hx.detach(), (hx.detach(),)
+        else:
+            torch_states = stacked_states = tuple(s.detach() for s in hx) if hx is not None else None
+        wrt = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])  # type: ignore[attr-defined]
+        with_backward = torch.is_grad_enabled() and bool(wrt)
+        time_dim = 1 if (batched and self.batch_first) else 0
+        batch = input.shape[1 - time_dim] if batched else 1
+        key = (type(self).__name__, getattr(self, "nonlinearity", None), *extra_key, self.input_size,
+               self.hidden_size, self.num_layers, self.bidirectional, getattr(self, "bias", True), batch,
+               autotune.length_bucket(input.shape[time_dim]), str(compute_dtype(input)), with_backward)
+
+        def timed(run):
+            def fn() -> None:
+                with torch.set_grad_enabled(with_backward):
+                    y = run()[0]
+                    if with_backward:
+                        torch.autograd.grad(y.float().sum(), wrt, allow_unused=True)
+            return fn
+
+        # No dropout in the timed runs. (Not through eval mode: cuDNN refuses a backward in eval mode.)
+        dropout, self.dropout = self.dropout, 0.0
+        try:
+            return autotune.choose(key, {
+                "triton": timed(lambda: self._run_stacked(x, stacked_states, batched, triton_layer)),
+                "torch": timed(lambda: torch_forward(x, torch_states)),
+            }, input.device, default="torch")
+        finally:
+            self.dropout = dropout
+
+
 class LSTM(_DropInRNNMixin, nn.LSTM):
     """`torch.nn.LSTM` with a Triton kernel on CUDA and an automatic PyTorch fallback.
 
@@ -132,6 +172,7 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
     """
 
     _kernel_kind = "lstm"
+    _fp32_fused_under_cpu_autocast = True
 
     def __init__(
         self,
@@ -170,41 +211,32 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
         if isinstance(input, PackedSequence):  # the kernel has no variable-length support yet
-            self.last_backend = resolve_backend(self.backend, input.data, unsupported="PackedSequence input")
-            return nn.LSTM.forward(self, input, hx)
+            self._choose_backend(input.data, unsupported="PackedSequence input")
+            return self._torch_forward(input, hx)
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
         batched = self._check_forward(input, hx)
         backend = self._choose_backend(input)
-        if backend == "triton" and self.backend == "auto" and autotune.autotune_enabled(input.device):
+        if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
+                and autotune.autotune_enabled(input.device)):
             backend = self.last_backend = self._faster_backend(input, hx, batched)
         if backend == "torch":
-            return nn.LSTM.forward(self, input, hx)
+            return self._torch_forward(input, hx)
         layer_fn = _triton_lstm_layer if backend == "triton" else self._cell_loop()
         y, (h, c) = self._run_stacked(input, hx, batched, layer_fn)
         return y, (h, c)
 
+    def _torch_forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None):
+        """torch.nn.LSTM's own forward; on the CPU under autocast, in fp32 (see run_fused_in_fp32)."""
+        data = input.data if isinstance(input, PackedSequence) else input
+        dtype = cpu_autocast_dtype(data)
+        if dtype is None:
+            return nn.LSTM.forward(self, input, hx)
+        return run_fused_in_fp32(functools.partial(nn.LSTM.forward, self), input, hx, self.weight_ih_l0.dtype, dtype)
 
     def _faster_backend(self, input: Tensor, hx: tuple[Tensor, Tensor] | None, batched: bool) -> str:
-        """Time Triton and torch.nn once for this configuration (see lightning_rnn.nn.autotune)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        with_backward = torch.is_grad_enabled() and bool(params)
-        key = ("LSTM", self.input_size, self.hidden_size, self.num_layers, self.bidirectional, self.proj_size,
-               self.bias, self.batch_first, tuple(input.shape), compute_dtype(input), with_backward)
-        x = input.detach()
-        states = tuple(s.detach() for s in hx) if hx is not None else None
-
-        def timed(run):
-            def fn() -> None:
-                y = run()[0]
-                if with_backward:  # gradients returned, not accumulated into .grad
-                    torch.autograd.grad(y.float().sum(), params, allow_unused=True)
-            return fn
-
-        return autotune.pick_fastest(key, {
-            "triton": timed(lambda: self._run_stacked(x, states, batched, _triton_lstm_layer)),
-            "torch": timed(lambda: nn.LSTM.forward(self, x, states)),
-        }, timer=autotune.cuda_timer)
+        return self._time_backends(input, hx, batched, _triton_lstm_layer, functools.partial(nn.LSTM.forward, self),
+                                   extra_key=(self.proj_size,))
 
 
 class _SingleStateRNN(_DropInRNNMixin):
@@ -218,12 +250,12 @@ class _SingleStateRNN(_DropInRNNMixin):
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         torch_forward = super().forward  # torch.nn.GRU / torch.nn.RNN, next in the MRO
         if isinstance(input, PackedSequence):  # the kernels have no variable-length support yet
-            self.last_backend = resolve_backend(self.backend, input.data, unsupported="PackedSequence input",
-                                                kind=self._kernel_kind)
+            self._choose_backend(input.data, unsupported="PackedSequence input")
             return torch_forward(input, hx)
         batched = self._check_forward(input, None if hx is None else (hx,))
         backend = self._choose_backend(input)
-        if backend == "triton" and self.backend == "auto" and autotune.autotune_enabled(input.device):
+        if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
+                and autotune.autotune_enabled(input.device)):
             backend = self.last_backend = self._faster_backend(input, hx, batched)
         if backend == "torch":
             return torch_forward(input, hx)
@@ -232,28 +264,7 @@ class _SingleStateRNN(_DropInRNNMixin):
         return y, h
 
     def _faster_backend(self, input: Tensor, hx: Tensor | None, batched: bool) -> str:
-        """Time Triton and torch.nn once for this configuration (see lightning_rnn.nn.autotune)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        with_backward = torch.is_grad_enabled() and bool(params)
-        key = (type(self).__name__, getattr(self, "nonlinearity", None), self.input_size, self.hidden_size,
-               self.num_layers, self.bidirectional, self.bias, self.batch_first, tuple(input.shape),
-               compute_dtype(input), with_backward)
-        x = input.detach()
-        h0 = hx.detach() if hx is not None else None
-        torch_forward = super().forward
-
-        def timed(run):
-            def fn() -> None:
-                y = run()[0]
-                if with_backward:  # gradients returned, not accumulated into .grad
-                    torch.autograd.grad(y.float().sum(), params, allow_unused=True)
-            return fn
-
-        return autotune.pick_fastest(key, {
-            "triton": timed(lambda: self._run_stacked(x, None if h0 is None else (h0,), batched,
-                                                      self._triton_layer())),
-            "torch": timed(lambda: torch_forward(x, h0)),
-        }, timer=autotune.cuda_timer)
+        return self._time_backends(input, hx, batched, self._triton_layer(), super().forward)
 
 
 class GRU(_SingleStateRNN, nn.GRU):
