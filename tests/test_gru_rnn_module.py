@@ -227,13 +227,15 @@ def test_language_model_and_seq2seq_cells_use_the_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["GRU", "RNN-relu"])
-def test_auto_times_both_backends_once_and_keeps_the_faster(kind, monkeypatch):
+def test_auto_times_both_backends_once_and_keeps_the_faster(kind, monkeypatch, tmp_path):
     """On a GPU, "auto" measures Triton against torch.nn per configuration (as for LSTM); here
     with the measuring switched on for the CPU and a fake timer where torch.nn is faster."""
     from lightning_rnn.nn import autotune
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # never the user's own decisions file
+    monkeypatch.delenv("LIGHTNING_RNN_CACHE_DIR", raising=False)
     monkeypatch.setattr(autotune, "autotune_enabled", lambda device: True)
-    autotune.clear_cache()
+    autotune.clear_cache(disk=False)
     timed: list[float] = []
 
     def timer(fn):
@@ -250,4 +252,4 @@ def test_auto_times_both_backends_once_and_keeps_the_faster(kind, monkeypatch):
     assert all(p.grad is None for p in m.parameters()), "timing must not accumulate gradients"
     m(x)
     assert len(timed) == 2, "the same configuration is not timed again"
-    autotune.clear_cache()
+    autotune.clear_cache(disk=False)
