@@ -8,6 +8,8 @@
     lightning-rnn bench ...       (kernel benchmarks: lightning_rnn.bench)
     lightning-rnn visualize --ckpt runs/.../best.ckpt --text FILE   (hidden units: lightning_rnn.visualize)
     lightning-rnn plot runs/<recipe>/version_N | results.json      (figures: lightning_rnn.plots)
+    lightning-rnn classify --ckpt runs/.../best.ckpt --text "..."   (sentiment: lightning_rnn.classify)
+    lightning-rnn caption --ckpt runs/.../best.ckpt --image FILE    (captions: lightning_rnn.caption)
 
 ``fit``/``validate``/``test`` are Lightning's ``LightningCLI`` with subclass mode for
 both model and data, so a recipe names its classes (``class_path``/``init_args``)
@@ -15,7 +17,7 @@ and any family of models plugs in. Conventions every family follows:
 
 - sizes only the data knows are linked from the DataModule into the model argument of
   the same name (``DATA_TO_MODEL``: ``vocab_size`` for token models, ``input_size`` = features
-  per step for the forecaster), so no one types them; the DataModule exposes each one it has
+  per step for the forecaster, ``num_classes`` for the classifier), so no one types them; the DataModule exposes each one it has
   at construction, and a model without that argument ignores it;
 - a recipe sets ``trainer.default_root_dir: runs/<recipe name>`` and no logger: the CLI
   logs each run to ``<default_root_dir>/version_N/`` (``metrics.csv``, ``config.yaml``,
@@ -46,11 +48,13 @@ from functools import partial
 
 from lightning_rnn.checkpoints import CheckpointError, load_model
 
-USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,bench,visualize,plot} ...
+USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,classify,caption,bench,visualize,plot} ...
 
   fit | validate | test   train or evaluate from a recipe:  --config recipes/<name>.yaml [--dotted.override value]
   generate                sample text from a language-model checkpoint:  --ckpt PATH --prompt TEXT
   translate               run a seq2seq checkpoint (lightning_rnn.seq2seq)
+  classify                label a text with a classifier checkpoint:  --ckpt PATH --text TEXT
+  caption                 caption an image with a captioner checkpoint:  --ckpt PATH --image FILE
   bench                   benchmark the recurrent kernels (lightning_rnn.bench)
   visualize               look at a language model's hidden units over a text:  --ckpt PATH --text FILE
   plot                    training curves of a run folder, or the plot of a benchmark's results.json
@@ -60,10 +64,11 @@ Run `lightning-rnn <command> --help` for the options of a command.
 
 # Subcommands implemented outside this file, imported only when used.
 DELEGATED = {"translate": "lightning_rnn.seq2seq.translate", "bench": "lightning_rnn.bench.cli",
-             "visualize": "lightning_rnn.visualize", "plot": "lightning_rnn.plots"}
+             "visualize": "lightning_rnn.visualize", "plot": "lightning_rnn.plots",
+             "classify": "lightning_rnn.classify.command", "caption": "lightning_rnn.caption.command"}
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
 # DataModule attributes linked into the model's init argument of the same name (see the docstring).
-DATA_TO_MODEL = ("vocab_size", "input_size")
+DATA_TO_MODEL = ("vocab_size", "input_size", "num_classes")
 
 
 def _quiet_known_warnings() -> None:
