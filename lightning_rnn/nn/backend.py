@@ -15,7 +15,6 @@ of the three above for a given input, or raises with the reason when "triton" ca
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from typing import Any, Callable, Literal
@@ -48,6 +47,18 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 KernelKind = Literal["lstm", "gru", "rnn"]
 
 
+def _kernel_function_module(kind: KernelKind):
+    """kernels/<kind>/function.py. Plain import statements, not importlib: dynamo traces these
+    (torch.compile(fullgraph=True) goes through this function) but refuses importlib."""
+    if kind == "gru":
+        from kernels.gru import function
+    elif kind == "rnn":
+        from kernels.rnn import function
+    else:
+        from kernels.lstm import function
+    return function
+
+
 def triton_unavailable_reason(x: Tensor, kind: KernelKind = "lstm") -> str | None:
     """Why the Triton kernel of cell `kind` cannot run on `x`, or None if it can."""
     device = x.device.type
@@ -57,7 +68,7 @@ def triton_unavailable_reason(x: Tensor, kind: KernelKind = "lstm") -> str | Non
     if device not in ("cpu", "cuda"):
         return f"device type {device!r} is not supported by the Triton kernel"
     try:
-        function = importlib.import_module(f"kernels.{kind}.function")
+        function = _kernel_function_module(kind)
     except ImportError as err:  # no triton wheel for this platform, or a broken install
         return f"triton could not be imported ({err})"
     if device == "cpu" and not function.INTERPRETED:
