@@ -1,13 +1,15 @@
 """A token vocabulary shared by the source and the target side of sequence pairs.
 
 Seq2seq models here use ONE vocabulary for both sides (as the DLFS2 book does), so a single
-``vocab_size`` describes the model and the checkpoint can carry the whole vocabulary.
+``vocab_size`` describes the model and the checkpoint can carry the whole vocabulary. The
+sentence classifier (``lightning_rnn.classify``) uses it too, for its ``<pad>`` and ``<unk>``.
 
 Ids 0-3 are reserved for special tokens; real tokens follow in first-occurrence order.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -32,16 +34,16 @@ class PairVocab:
         self._index = {tok: i for i, tok in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], word_level: bool = False) -> PairVocab:
-        """Vocabulary of every token in ``texts``, in first-occurrence order after the specials."""
-        tokens = list(SPECIALS)
-        seen = set(tokens)
+    def build(cls, texts: Iterable[str], word_level: bool = False, min_count: int = 1) -> PairVocab:
+        """Vocabulary of every token in ``texts`` seen at least ``min_count`` times, in
+        first-occurrence order after the specials (rarer tokens then encode as ``<unk>``)."""
+        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+            raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
+        counts = Counter({tok: 0 for tok in SPECIALS})  # dicts keep insertion order: first occurrence
         for text in texts:
-            for tok in cls.split(text, word_level):
-                if tok not in seen:
-                    seen.add(tok)
-                    tokens.append(tok)
-        return cls(tokens, word_level)
+            counts.update(cls.split(text, word_level))
+        kept = [tok for tok, n in counts.items() if tok not in SPECIALS and n >= min_count]
+        return cls([*SPECIALS, *kept], word_level)
 
     @staticmethod
     def split(text: str, word_level: bool) -> list[str]:

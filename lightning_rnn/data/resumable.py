@@ -11,7 +11,8 @@ things must come back at that same boundary:
 - for truncated BPTT, the carried hidden state (the model's business, see ``LanguageModel``).
 
 ``ResumableData`` is a DataModule mixin for the first two. A DataModule puts it first among its
-bases, builds its training loader with :meth:`ResumableData.train_loader` (or asks
+bases, builds its training loader with :meth:`ResumableData.train_loader` (or, for a sampler of
+whole batches such as ``BucketBatchSampler``, :meth:`ResumableData.train_batch_loader`; or asks
 :meth:`ResumableData.resume_batches` and skips that many batches itself, like ``StreamWindows``),
 and calls ``super()`` in any ``state_dict``/``load_state_dict``/``on_before_batch_transfer`` it
 overrides. Shuffled loaders use :class:`EpochSampler`, whose order is a function of (seed, epoch),
@@ -176,3 +177,24 @@ class ResumableData:
         # a generator of its own: the loader then never draws from the global random state
         return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
                                generator=torch.Generator().manual_seed(sampler.seed), **loader_args)
+
+    def train_batch_loader(self, dataset: Dataset, batch_sampler: Callable[[EpochSampler], Sampler[list[int]]],
+                           shuffle: bool = True, collate_fn: Callable | None = None,
+                           **loader_args: Any) -> ResumableLoader:
+        """The training DataLoader for a sampler that forms the batches itself (e.g. by length,
+        ``lightning_rnn.data.bucketing.BucketBatchSampler``).
+
+        ``batch_sampler(order)`` builds it on the epoch's :class:`EpochSampler` ``order``: it must
+        draw its randomness from ``order.seed`` and ``order.epoch`` only, keep ``order`` as its
+        ``.sampler`` (where Lightning's ``set_epoch`` reaches it), and have ``skip_once(batches)``.
+        A resumed epoch then starts at the batch after the last one the interrupted run finished."""
+        assert isinstance(dataset, Sized), "train_batch_loader needs a dataset with a length"
+        order = EpochSampler(len(dataset), shuffle, self._shuffle_seed())
+        trainer = getattr(self, "trainer", None)
+        order.set_epoch(trainer.current_epoch if trainer is not None else 0)  # Lightning sets it too late on resume
+        batches = batch_sampler(order)
+        if getattr(batches, "sampler", None) is not order:
+            raise ValueError("batch_sampler(order) must keep order as its .sampler, so that set_epoch reaches it")
+        batches.skip_once(self.resume_batches())  # type: ignore[attr-defined]
+        return ResumableLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
+                               generator=torch.Generator().manual_seed(order.seed), **loader_args)
