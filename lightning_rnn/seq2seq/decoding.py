@@ -1,4 +1,6 @@
-"""Batched greedy and beam-search decoding for :class:`~lightning_rnn.seq2seq.network.Seq2SeqNet`.
+"""Batched greedy and beam-search decoding for :class:`~lightning_rnn.seq2seq.network.Seq2SeqNet`,
+and for any other net with the same three methods (:class:`DecoderNet`; the image captioner's,
+for one, whose sources are images).
 
 Both return ``(tokens, scores)``: ``tokens`` (B, T') generated ids ending with ``<eos>`` (or cut
 at ``max_len``) then ``<pad>``; ``scores`` (B,) the *model score* each search maximises:
@@ -8,18 +10,45 @@ the sum of token log-probabilities (``<eos>`` included) divided by ``length ** l
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 from torch import Tensor
 
 from lightning_rnn.data.pair_vocab import BOS, EOS, PAD
-from lightning_rnn.seq2seq.network import Seq2SeqNet, reorder_state
+from lightning_rnn.seq2seq.network import State, reorder_state
 
 
-def _check(source: Tensor, max_len: int) -> None:
-    if source.dim() != 2:
-        raise ValueError(f"source must be (B, S) token ids, got shape {tuple(source.shape)}")
+class DecoderNet(Protocol):
+    """What decoding needs of a net (:class:`~lightning_rnn.seq2seq.network.Seq2SeqNet` has it).
+
+    ``encode(source) -> memory``, where ``source`` has the batch first and ``memory`` offers
+    ``repeat_interleave(k)`` (each batch row k times, for beam search); ``initial_state(memory)``
+    and ``decode(token (B, 1), memory, state) -> (logits (B, 1, V), state)`` with states that
+    :func:`~lightning_rnn.seq2seq.network.reorder_state` can index, (L, B, H) or a tuple of them.
+    A net whose sources are not token ids also has ``check_source(source)``, raising ``ValueError``.
+    """
+
+    def encode(self, source: Tensor) -> Any: ...
+
+    def initial_state(self, memory: Any) -> State: ...
+
+    def decode(self, target_in: Tensor, memory: Any, state: State) -> tuple[Tensor, State]: ...
+
+
+def _check(net: DecoderNet, source: Tensor, max_len: int) -> None:
+    check_source = getattr(net, "check_source", None)
+    if check_source is not None:  # the net knows its own sources (images, say)
+        check_source(source)
+    else:
+        _check_token_source(source)
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
+
+
+def _check_token_source(source: Tensor) -> None:
+    if source.dim() != 2:
+        raise ValueError(f"source must be (B, S) token ids, got shape {tuple(source.shape)}")
     if source.shape[1] == 0 or bool(((source != PAD).sum(1) == 0).any()):
         raise ValueError("source has an empty row (only padding): nothing to translate")
 
@@ -31,10 +60,10 @@ def normalized_score(logprob: Tensor, length: Tensor, length_penalty: float) -> 
 
 @torch.no_grad()
 def greedy_decode(
-    net: Seq2SeqNet, source: Tensor, max_len: int, length_penalty: float = 0.0
+    net: DecoderNet, source: Tensor, max_len: int, length_penalty: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """Pick the most probable token at every step. source: (B, S). See the module docstring."""
-    _check(source, max_len)
+    """Pick the most probable token at every step. source: (B, S) ids (or ``net``'s). See the module docstring."""
+    _check(net, source, max_len)
     memory = net.encode(source)
     state = net.initial_state(memory)
     B = source.shape[0]
@@ -60,7 +89,7 @@ def greedy_decode(
 
 @torch.no_grad()
 def beam_search(
-    net: Seq2SeqNet,
+    net: DecoderNet,
     source: Tensor,
     max_len: int,
     beam_size: int = 4,
@@ -73,7 +102,7 @@ def beam_search(
     length-normalised score. Because a beam can prune the greedy path, the greedy result is
     also scored and returned where it is better: beam search never scores below greedy.
     """
-    _check(source, max_len)
+    _check(net, source, max_len)
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     B, K, dev = source.shape[0], beam_size, source.device
