@@ -98,7 +98,7 @@ def test_layer_matches_reference(case, dtype, poison_kernel_buffers):
     check_layer_parity(case, dtype, DEVICE)
 
 
-# Shapes that span several of the GPU's tiles (16 x 32 x 64): B past 16, H past 32, K past 64.
+# Shapes that span several of the GPU's tiles (16 x 32 x 32): B past 16, H past 32, K past 32.
 MULTI_TILE_CASES = [
     Case(B=17, T=3, I=5, H=100),
     Case(B=33, T=2, I=3, H=65, bias=False),

@@ -76,3 +76,11 @@ def test_a_registered_family_is_measured(monkeypatch):
     monkeypatch.setitem(resources.FAMILIES, "toy", lambda B, H, dtype, sms: seen.append((B, H, dtype, sms)) or [])
     assert resources.launch_configs(4, 8, "fp32", families=["toy"]) == []
     assert seen == [(4, 8, "fp32", H100.sms)]
+
+
+@requires_sm90_compiler
+def test_step_kernels_fit_without_spills_at_target(target_rows):
+    rows = [r for r in target_rows if r["kernel"].startswith("lstm.step.")]
+    assert len(rows) == 2 * len(TARGETS)
+    for r in rows:
+        assert r["fits"] and r["spill_bytes"] == 0, r

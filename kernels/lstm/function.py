@@ -63,7 +63,9 @@ def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = 
     if not (GPU_TILES if gpu_tiles is None else gpu_tiles):
         # The interpreter runs programs one after another: few, large tiles are fastest.
         return fit(batch, 64), fit(hidden, 128), fit(reduce, 128)
-    return fit(batch, 16), fit(hidden, 32), fit(reduce, 64)
+    # sm_90 builds at BLOCK_K = 64 used all 255 registers and spilled (152 B fp32, 8 B 16-bit in the
+    # forward); at 32 no step kernel spills (`python -m kernels.resources --families lstm`).
+    return fit(batch, 16), fit(hidden, 32), fit(reduce, 32)
 
 
 def _persistent_plan(B: int, H: int, has_proj: bool, dtype: torch.dtype, device: torch.device):
