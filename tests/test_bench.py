@@ -157,3 +157,17 @@ def test_presets_and_list_options():
     with pytest.raises(ValueError, match="cell"):
         bench.resolve_options(parse(["--cell", "lstmm"]), cpu)
 
+
+
+def test_autocast_provider_runs_fp32_fused_under_cpu_autocast():
+    """The cpu-autocast preset's provider: ours under bf16 autocast, torch.nn's fused fp32 RNN inside,
+    output in bf16 equal to torch.nn's fp32 output up to bf16 rounding; skipped on non-fp32 points."""
+    opts = bench.resolve_options(bench.build_parser().parse_args(["--preset", "cpu-autocast"]), torch.device("cpu"))
+    assert opts["providers"] == ["torch", "autocast"] and opts["dtype"] == ["float32"]
+    w = prov.make_workload(prov.Point(3, 16, 5, 2, "float32", 8), torch.device("cpu"), seed=2)
+    forward, params = prov.PROVIDERS["autocast"].build(w)
+    y = forward(w.x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), w.module(w.x, w.hx)[0], atol=1e-2, rtol=1e-2)
+    assert prov.point_skip_reason("autocast", w.x.half()) is not None
+    assert prov.point_skip_reason("autocast", w.x) is None

@@ -30,6 +30,9 @@ PRESETS: dict[str, dict] = {
     # Tiny and short: an end-to-end check of the harness on a CPU.
     "cpu-smoke": {"batch": [4], "hidden": [32], "seq_len": [16], "layers": [1, 2], "dtype": ["float32"],
                   "warmup": 5.0, "rep": 20.0, "threads": 1},  # tiny ops: one thread is least noisy
+    # CPU bf16 autocast (Lightning's bf16-mixed) against torch.nn in fp32: the ratio should be ~1.
+    "cpu-autocast": {"batch": [20, 32], "hidden": [200, 256], "seq_len": [35], "layers": [2], "dtype": ["float32"],
+                     "providers": ["torch", "autocast"], "modes": ["fwdbwd"], "threads": 1},
 }
 DEFAULTS = {"cell": ["lstm"], "providers": ["triton", "fallback", "torch", "naive"], "modes": ["fwd", "fwdbwd"],
             "warmup": 25.0, "rep": 100.0}
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="named configuration (default: target on CUDA, cpu-smoke on the CPU); "
                         "the list options below override its fields")
     helps = {"--input-size": "default: = hidden", "--dtype": "float32|float16|bfloat16 (fp32, fp16, bf16)",
-             "--providers": "triton,fallback,torch,naive (default: all)", "--modes": "fwd,fwdbwd (default: both)",
+             "--providers": "triton,fallback,torch,naive,autocast (default: the first four)", "--modes": "fwd,fwdbwd (default: both)",
              "--cell": "lstm|gru|rnn (Elman, tanh), default lstm"}
     for flag, kind in (("--cell", str), ("--batch", int), ("--hidden", int), ("--seq-len", int), ("--layers", int),
                        ("--input-size", int), ("--dtype", str), ("--providers", str), ("--modes", str)):

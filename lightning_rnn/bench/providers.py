@@ -153,6 +153,20 @@ def build_naive(w: Workload) -> Built:
     return forward, list(cells.parameters())
 
 
+def build_autocast(w: Workload) -> Built:
+    """Ours, fp32 weights, called under bf16 autocast on the point's device: on the CPU, where
+    torch.nn's fused RNN cannot run bf16, the LSTM runs it in fp32 on up-cast inputs (see
+    lightning_rnn.nn.backend.run_fused_in_fp32). Timed against torch.nn in plain fp32."""
+    m = _drop_in(w, "auto")
+
+    def forward(x: Tensor) -> Tensor:
+        with torch.autocast(w.device.type, dtype=torch.bfloat16):
+            y, _ = m(x, w.hx)
+        return y
+
+    return forward, list(m.parameters())
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -170,7 +184,7 @@ class Provider:
         return LABELS[self.name]
 
 
-LABELS = {"triton": "ours (Triton)", "fallback": "ours (PyTorch fallback)"}
+LABELS = {"triton": "ours (Triton)", "fallback": "ours (PyTorch fallback)", "autocast": "ours under bf16 autocast"}
 
 PROVIDERS: dict[str, Provider] = {
     p.name: p
@@ -179,6 +193,7 @@ PROVIDERS: dict[str, Provider] = {
         Provider("fallback", build_fallback, "lightning_rnn.nn's PyTorch cell loop (kernels/<cell>/reference.py)"),
         Provider("torch", build_torch, "torch.nn.LSTM/GRU/RNN: cuDNN on CUDA, oneDNN (or ATen) on the CPU"),
         Provider("naive", build_naive, "a Python loop over nn.LSTMCell/GRUCell/RNNCell, one cell per layer"),
+        Provider("autocast", build_autocast, "lightning_rnn.nn.LSTM/GRU/RNN (fp32 weights) under torch.autocast bf16"),
     )
 }
 
@@ -197,6 +212,8 @@ def provider_skip_reason(name: str, device: torch.device, interpreter: bool) -> 
 
 def point_skip_reason(name: str, x: Tensor, cell: str = "lstm") -> str | None:
     """Why a provider cannot run on this input (e.g. bf16 in the Triton interpreter); None if it can."""
+    if name == "autocast" and x.dtype != torch.float32:
+        return "autocast is measured on float32 points (fp32 weights, bf16 autocast)"
     if name != "triton":
         return None
     from lightning_rnn.nn.backend import triton_unavailable_reason
