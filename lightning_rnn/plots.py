@@ -21,6 +21,7 @@ PROVIDER_STYLE = {  # name -> (colour, legend label if results.json has none)
     "triton": ("tab:red", "ours (Triton)"),
     "fallback": ("tab:orange", "ours (PyTorch fallback)"),
     "naive": ("tab:blue", "naive nn.LSTMCell loop"),
+    "autocast": ("tab:green", "ours under bf16 autocast"),
 }
 MODE_TITLES = {"fwd": "forward (inference, no grad)", "fwdbwd": "forward + backward"}
 SHORT_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -103,8 +104,8 @@ def speedup_figure(payload: dict):
         ax.set_ylim(min(values) / 1.6, max(values) * 1.6)
         ax.set_xlim(-0.6, len(shapes) - 0.4)
         ax.set_xticks(range(len(shapes)))
-        ax.set_xticklabels(shapes, rotation=30 if len(shapes) > 6 else 0, ha="right" if len(shapes) > 6 else "center",
-                           fontsize=8)
+        slanted = len(shapes) > 6 or sum(map(len, shapes)) > 12 * len(shapes)  # long labels would overlap
+        ax.set_xticklabels(shapes, rotation=30 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
         ax.set_ylabel("speed-up (log scale)")
         baselines = sorted({r["torch_baseline_dtype"] for r in panel_rows} - {dtype})
         ax.set_title(f"{MODE_TITLES.get(mode, mode)}, {dtype}" + (f" (torch.nn.LSTM baseline in {', '.join(baselines)} "
