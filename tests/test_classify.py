@@ -130,6 +130,28 @@ def test_bad_data_arguments_are_rejected_at_construction(kwargs, message):
         TextClassificationData(**arguments)
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    ({"vocab_size": 3}, "vocab_size must count the 4 special tokens"),
+    ({"num_classes": 1}, "num_classes must be at least 2"),
+    ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+    ({"cell": "lstmx"}, "cell must be one of"),
+    ({"pooling": "sum"}, "pooling must be 'last', 'mean' or 'max'"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ({"word_dropout": -0.1}, r"word_dropout must be in \[0, 1\)"),
+    ({"embedding_init": 0.0}, "embedding_init must be positive or None"),
+    ({"lr_schedule": "step"}, "lr_schedule must be 'constant' or 'cosine'"),
+])
+def test_bad_model_arguments_are_rejected_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SequenceClassifier(**({"vocab_size": 10} | kwargs))
+
+
+def test_word_vectors_start_small_and_padding_at_zero():
+    model = SequenceClassifier(50, embedding_size=8, embedding_init=0.25)
+    assert model.embedding.weight.abs().max() <= 0.25 and model.embedding.weight[PAD].abs().max() == 0
+    assert SequenceClassifier(50, embedding_size=64, embedding_init=None).embedding.weight.std() > 0.5  # N(0, 1)
+
+
 def test_without_a_test_file_test_is_an_error(tmp_path):
     data = good_data(tmp_path)
     data = TextClassificationData(data.files["train"], data.files["val"])
@@ -365,5 +387,5 @@ def test_the_real_sst2_files_parse_with_the_published_counts():
     counts = {split: (len(data.examples(split)), sum(e.label for e in data.examples(split))) for split in
               ("train", "val", "test")}
     assert counts == {"train": (6920, 3610), "val": (872, 444), "test": (1821, 909)}  # SOURCE.md
-    assert 14_000 < data.vocab_size < 16_000
+    assert data.min_count == 2 and data.vocab_size == 4 + 7140  # specials + training words seen twice or more
     assert json.dumps(data.label_names) == '["negative", "positive"]'

@@ -33,12 +33,13 @@ CKPT_KEY = "lightning_rnn_classifier"  # where vocabulary, label names and lower
 def pool(outputs: Tensor, last: Tensor, lengths: Tensor, pooling: Pooling) -> Tensor:
     """One vector per sentence from ``outputs [B, T, F]`` (zero at padding), ``last [B, F]`` and
     ``lengths [B]``: ``last`` itself, or the mean or the maximum over each row's valid positions."""
+    lengths = lengths.to(outputs.device)
     if pooling == "last":
         return last
-    mask = valid_mask(lengths.to(outputs.device), outputs.shape[1]).unsqueeze(-1)  # [B, T, 1]
-    if pooling == "mean":
-        return outputs.sum(1) / lengths.to(outputs.device).unsqueeze(1).to(outputs.dtype)
-    if pooling == "max":
+    if pooling == "mean":  # the padded positions hold zeros: the sum is over the valid ones
+        return outputs.sum(1) / lengths.unsqueeze(1).to(outputs.dtype)
+    if pooling == "max":  # not zero either: a padded 0 would beat a row of negative outputs
+        mask = valid_mask(lengths, outputs.shape[1]).unsqueeze(-1)  # [B, T, 1]
         return outputs.masked_fill(~mask, float("-inf")).amax(1)
     raise ValueError(f"pooling must be 'last', 'mean' or 'max', got {pooling!r}")
 
@@ -58,6 +59,9 @@ class SequenceClassifier(L.LightningModule):
     Args:
         vocab_size, num_classes: filled in by the CLI from the DataModule.
         embedding_size: word vectors, learned from scratch (``<pad>`` is the zero vector).
+        embedding_init: the word vectors start uniform in ``[-embedding_init, embedding_init]``
+            (Kim 2014's 0.25 for words without a pre-trained vector); ``None``: PyTorch's N(0, 1).
+            Small vectors learn SST-2 in a third of the epochs N(0, 1) takes (see recipes/README.md).
         cell, hidden_size, num_layers, bidirectional: the recurrent stack (``lightning_rnn.nn``).
         pooling: ``"last"`` (the forward direction's output at the last token, and the backward
             direction's at the first token when bidirectional), ``"mean"`` or ``"max"`` over the
@@ -78,6 +82,7 @@ class SequenceClassifier(L.LightningModule):
         vocab_size: int,
         num_classes: int = 2,
         embedding_size: int = 300,
+        embedding_init: float | None = 0.25,
         cell: Cell = "lstm",
         hidden_size: int = 150,
         num_layers: int = 1,
@@ -111,8 +116,14 @@ class SequenceClassifier(L.LightningModule):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        if embedding_init is not None and not embedding_init > 0:
+            raise ValueError(f"embedding_init must be positive or None, got {embedding_init}")
         self.save_hyperparameters()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=PAD)
+        if embedding_init is not None:
+            with torch.no_grad():
+                self.embedding.weight.uniform_(-embedding_init, embedding_init)
+                self.embedding.weight[PAD] = 0.0
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.rnn = LengthAwareRNN(embedding_size, hidden_size, num_layers, bidirectional, cell, dropout, backend)
         directions = 2 if bidirectional else 1
