@@ -25,6 +25,7 @@ from lightning_rnn.data.pair_vocab import PAD, UNK
 from lightning_rnn.data.pairs import resolve_data_path
 from lightning_rnn.data.resumable import EpochSampler
 from lightning_rnn.data.text import default_data_root
+from tests.conftest import requires_triton_interpreter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -176,6 +177,20 @@ def test_a_sentence_alone_and_in_a_padded_batch_gets_the_same_logits(cell, bidir
         alone = model(sentence, torch.tensor([3]))
         padded = model(batch, torch.tensor([8, 3]))
     torch.testing.assert_close(padded[1:], alone, rtol=1e-5, atol=1e-6)
+
+
+@requires_triton_interpreter
+def test_the_triton_backend_serves_padded_batches_with_the_same_logits():
+    """What packing would forbid: backend="triton" on a padded bidirectional batch (CPU interpreter)."""
+    triton = SequenceClassifier(30, 2, embedding_size=6, hidden_size=5, num_layers=2, backend="triton").eval()
+    reference = SequenceClassifier(30, 2, embedding_size=6, hidden_size=5, num_layers=2, backend="torch").eval()
+    reference.load_state_dict(triton.state_dict())
+    batch, lengths = torch.tensor([[5] * 8, [7, 8, 9] + [PAD] * 5]), torch.tensor([8, 3])
+    with torch.no_grad():
+        logits = triton(batch, lengths)
+        torch.testing.assert_close(logits, reference(batch, lengths))
+        torch.testing.assert_close(logits[1:], triton(batch[1:, :3], lengths[1:]))
+    assert {direction.last_backend for layer in triton.rnn.layers for direction in layer} == {"triton"}
 
 
 def test_the_encoder_equals_torch_nn_on_a_packed_batch():
