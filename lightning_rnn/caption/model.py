@@ -46,6 +46,7 @@ from lightning_rnn.nn import GRU, LSTM, RNN
 from lightning_rnn.seq2seq.decoding import beam_search, greedy_decode
 from lightning_rnn.seq2seq.attention import Attention
 from lightning_rnn.seq2seq.network import AttentionChoice, Cell, State
+from lightning_rnn.schedule import LRSchedule, check_lr_schedule, with_schedule
 
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 _CKPT_KEY = "caption"
@@ -180,7 +181,7 @@ class Captioner(L.LightningModule):
         dropout: float = 0.0,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "cosine",
+        lr_schedule: LRSchedule = "cosine",
         beam_size: int = 1,
         length_penalty: float = 1.0,
         max_decode_len: int | None = None,
@@ -188,8 +189,7 @@ class Captioner(L.LightningModule):
         backend: Literal["auto", "triton", "torch"] = "auto",
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        check_lr_schedule(lr_schedule)
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
         if max_decode_len is not None and max_decode_len < 1:
@@ -282,11 +282,7 @@ class Captioner(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "constant":
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_schedule(optimizer, self.hparams.lr_schedule, self.trainer)
 
     # --- inference --------------------------------------------------------------------------
     @torch.no_grad()

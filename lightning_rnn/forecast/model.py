@@ -19,6 +19,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from lightning_rnn.forecast.data import Normalisation, Window
 from lightning_rnn.nn import GRU, LSTM, RNN
+from lightning_rnn.schedule import LRSchedule, check_lr_schedule, with_schedule
 
 Cell = Literal["lstm", "gru", "rnn"]
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -53,7 +54,7 @@ class SequenceRegressor(L.LightningModule):
         dropout: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "cosine",
+        lr_schedule: LRSchedule = "cosine",
         backend: Literal["auto", "triton", "torch"] = "auto",
     ) -> None:
         super().__init__()
@@ -65,8 +66,7 @@ class SequenceRegressor(L.LightningModule):
             raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {cell!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        check_lr_schedule(lr_schedule)
         self.save_hyperparameters()
         self.rnn = LAYERS[cell](input_size, hidden_size, num_layers=num_layers, batch_first=True,
                                 dropout=dropout if num_layers > 1 else 0.0, backend=backend)
@@ -155,8 +155,4 @@ class SequenceRegressor(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "constant":
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_schedule(optimizer, self.hparams.lr_schedule, self.trainer)

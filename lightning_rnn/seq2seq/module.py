@@ -10,7 +10,7 @@ checkpoint, so ``Seq2Seq.load_from_checkpoint(path).translate(["57+5"])`` needs 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -22,6 +22,7 @@ from lightning_rnn.data.pair_vocab import PAD, PairVocab
 from lightning_rnn.seq2seq.decoding import beam_search, greedy_decode
 from lightning_rnn.seq2seq.metrics import Seq2SeqMetrics
 from lightning_rnn.seq2seq.network import AttentionChoice, Cell, Seq2SeqNet
+from lightning_rnn.schedule import LRSchedule, check_lr_schedule, with_schedule
 
 _CKPT_KEY = "seq2seq"
 
@@ -53,7 +54,7 @@ class Seq2Seq(L.LightningModule):
         tie_weights: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: LRSchedule = "constant",
         beam_size: int = 1,
         length_penalty: float = 1.0,
         max_decode_len: int | None = None,
@@ -61,8 +62,7 @@ class Seq2Seq(L.LightningModule):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        check_lr_schedule(lr_schedule)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.save_hyperparameters()
@@ -167,11 +167,7 @@ class Seq2Seq(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.lr_schedule == "constant":
-            return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return with_schedule(opt, self.hparams.lr_schedule, self.trainer)
 
     # --- inference on text -----------------------------------------------------------------
     @torch.no_grad()
