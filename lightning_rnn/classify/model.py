@@ -25,6 +25,7 @@ from lightning_rnn.classify.data import TextBatch, words
 from lightning_rnn.classify.encoder import LAYERS, Cell, LengthAwareRNN, valid_mask
 from lightning_rnn.data.bucketing import pad_sequences
 from lightning_rnn.data.pair_vocab import PAD, UNK, PairVocab
+from lightning_rnn.schedule import LRSchedule, check_lr_schedule, with_schedule
 
 Pooling = Literal["last", "mean", "max"]
 CKPT_KEY = "lightning_rnn_classifier"  # where vocabulary, label names and lowercase live in a checkpoint
@@ -93,7 +94,7 @@ class SequenceClassifier(L.LightningModule):
         word_dropout: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        lr_schedule: Literal["constant", "cosine"] = "constant",
+        lr_schedule: LRSchedule = "constant",
         backend: Literal["auto", "triton", "torch"] = "auto",
     ) -> None:
         super().__init__()
@@ -114,8 +115,7 @@ class SequenceClassifier(L.LightningModule):
                             ("word_dropout", word_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        check_lr_schedule(lr_schedule)
         if embedding_init is not None and not embedding_init > 0:
             raise ValueError(f"embedding_init must be positive or None, got {embedding_init}")
         self.save_hyperparameters()
@@ -177,11 +177,7 @@ class SequenceClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if hp.lr_schedule == "constant":
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_schedule(optimizer, self.hparams.lr_schedule, self.trainer)
 
     # -- vocabulary and labels: from the DataModule, into and out of checkpoints --------------
 
