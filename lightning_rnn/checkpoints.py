@@ -12,7 +12,9 @@ folder already holds another run's checkpoints, which this run would overwrite.
 
 from __future__ import annotations
 
+import argparse
 import inspect
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +90,26 @@ def load_model(model_class: type[Model], path: str | Path, **kwargs: Any) -> Mod
         return model_class.load_from_checkpoint(path, **kwargs)
     except (RuntimeError, TypeError, KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: does not load into a {model_class.__name__} ({_first_line(err)})") from err
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt``, ``--device`` and ``--backend``: the options of every command that runs a checkpoint."""
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by `lightning-rnn fit` (best.ckpt, last.ckpt)")
+    parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda")
+    parser.add_argument("--backend", choices=("auto", "triton", "torch"), default=None,
+                        help="override the recurrent backend stored in the checkpoint")
+
+
+def load_for_command(model_class: type[Model], opts: argparse.Namespace, command: str) -> Model | None:
+    """The model of ``opts.ckpt`` on ``opts.device`` (``opts.backend`` overriding the stored one), in eval
+    mode; or None after printing ``lightning-rnn <command>: error: ...`` (one line) when the file is bad."""
+    overrides = {"backend": opts.backend} if opts.backend else {}
+    try:
+        model = load_model(model_class, opts.ckpt, map_location=opts.device, **overrides)
+    except CheckpointError as err:  # one line naming the file, no traceback
+        print(f"lightning-rnn {command}: error: {err}", file=sys.stderr)
+        return None
+    return model.eval()
 
 
 class KeepExistingCheckpoints(L.Callback):

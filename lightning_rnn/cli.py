@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Sequence
 from functools import partial
 
-from lightning_rnn.checkpoints import CheckpointError, load_model
+from lightning_rnn.checkpoints import CheckpointError, add_checkpoint_arguments, load_for_command
 
 USAGE = """usage: lightning-rnn {fit,validate,test,generate,translate,classify,caption,bench,visualize,plot} ...
 
@@ -224,21 +224,19 @@ def _delegate(command: str, argv: list[str]) -> int:
 def generate_main(argv: list[str]) -> int:
     """``lightning-rnn generate``: print the prompt and its continuation."""
     parser = argparse.ArgumentParser(prog="lightning-rnn generate", description="Sample text from a LanguageModel checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by `lightning-rnn fit` (best.ckpt, last.ckpt)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--prompt", required=True, help="text to continue")
     parser.add_argument("--max_new_tokens", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top_k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda")
-    parser.add_argument("--backend", choices=("auto", "triton", "torch"), default=None,
-                        help="override the recurrent backend stored in the checkpoint")
     opts = parser.parse_args(argv)
 
     from lightning_rnn.lm import LanguageModel
 
-    overrides = {"backend": opts.backend} if opts.backend else {}
-    model = load_model(LanguageModel, opts.ckpt, map_location=opts.device, **overrides)
+    model = load_for_command(LanguageModel, opts, "generate")
+    if model is None:
+        return 2
     try:
         text = model.generate(opts.prompt, opts.max_new_tokens, opts.temperature, opts.top_k, opts.seed)
     except ValueError as err:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightning_rnn.checkpoints import CheckpointError, load_model
+from lightning_rnn.checkpoints import add_checkpoint_arguments, load_for_command
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightning-rnn caption", description="Caption images with a Captioner checkpoint.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `lightning-rnn fit` (best.ckpt, last.ckpt)")
+    add_checkpoint_arguments(p)
     p.add_argument("--image", action="append", required=True, help="an image file (repeatable)")
     p.add_argument("--beam_size", type=int, default=None, help="beam width (default: the checkpoint's; 1 = greedy)")
-    p.add_argument("--device", default="cpu", help="e.g. cpu, cuda")
-    p.add_argument("--backend", choices=("auto", "triton", "torch"), default=None,
-                   help="override the recurrent backend stored in the checkpoint")
     return p
 
 
@@ -37,11 +34,8 @@ def main(argv: list[str]) -> int:
     from lightning_rnn.caption.data import ImageError, read_image
     from lightning_rnn.caption.model import Captioner
 
-    overrides = {"backend": opts.backend} if opts.backend else {}
-    try:
-        model = load_model(Captioner, opts.ckpt, map_location=opts.device, **overrides)
-    except CheckpointError as err:  # one line naming the file, no traceback
-        print(f"lightning-rnn caption: error: {err}", file=sys.stderr)
+    model = load_for_command(Captioner, opts, "caption")
+    if model is None:
         return 2
     if model.vocab is None or model.image_size is None:
         print(f"lightning-rnn caption: error: {opts.ckpt} holds no vocabulary (not trained with a caption DataModule)",

@@ -15,35 +15,29 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lightning_rnn.checkpoints import add_checkpoint_arguments, load_for_command
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightning-rnn classify",
                                 description="Label texts with a SequenceClassifier checkpoint.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `lightning-rnn fit` (best.ckpt, last.ckpt)")
+    add_checkpoint_arguments(p)
     p.add_argument("--text", action="append", help="a text to classify (repeatable); default: lines of stdin")
-    p.add_argument("--device", default="cpu", help="e.g. cpu, cuda")
-    p.add_argument("--backend", choices=("auto", "triton", "torch"), default=None,
-                   help="override the recurrent backend stored in the checkpoint")
     return p
 
 
 def main(argv: list[str]) -> int:
     opts = _parser().parse_args(argv)
 
-    from lightning_rnn.checkpoints import CheckpointError, load_model
     from lightning_rnn.classify.model import SequenceClassifier
 
-    overrides = {"backend": opts.backend} if opts.backend else {}
-    try:
-        model = load_model(SequenceClassifier, opts.ckpt, map_location=opts.device, **overrides)
-    except CheckpointError as err:  # one line naming the file, no traceback
-        print(f"lightning-rnn classify: error: {err}", file=sys.stderr)
+    model = load_for_command(SequenceClassifier, opts, "classify")
+    if model is None:
         return 2
     if model.vocab is None:
         print(f"lightning-rnn classify: error: {opts.ckpt}: holds no vocabulary "
               "(not trained with TextClassificationData)", file=sys.stderr)
         return 2
-    model.eval()
 
     texts = opts.text if opts.text is not None else [line.rstrip("\r\n") for line in sys.stdin]
     # all non-empty texts in one call (batched); an empty one is reported and the others still answered

@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightning_rnn.checkpoints import CheckpointError, load_model
+from lightning_rnn.checkpoints import add_checkpoint_arguments, load_for_command
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightning-rnn translate", description="Decode text with a Seq2Seq checkpoint.")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `lightning-rnn fit` (best.ckpt, last.ckpt)")
+    add_checkpoint_arguments(p)
     p.add_argument("--input", action="append", help="a source text (repeatable); default: lines of stdin")
     p.add_argument("--beam_size", type=int, default=None, help="beam width (default: the checkpoint's; 1 = greedy)")
-    p.add_argument("--device", default="cpu", help="e.g. cpu, cuda")
-    p.add_argument("--backend", choices=("auto", "triton", "torch"), default=None,
-                   help="override the recurrent backend stored in the checkpoint")
     return p
 
 
@@ -35,13 +32,9 @@ def main(argv: list[str]) -> int:
 
     from lightning_rnn.seq2seq.module import Seq2Seq
 
-    overrides = {"backend": opts.backend} if opts.backend else {}
-    try:
-        model = load_model(Seq2Seq, opts.ckpt, map_location=opts.device, **overrides)
-    except CheckpointError as err:  # one line naming the file, no traceback
-        print(f"lightning-rnn translate: error: {err}", file=sys.stderr)
+    model = load_for_command(Seq2Seq, opts, "translate")
+    if model is None:
         return 2
-    model.eval()
     if model.vocab is None:
         print(f"error: {opts.ckpt} holds no vocabulary (not trained with a pair datamodule)", file=sys.stderr)
         return 2
