@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -122,9 +122,12 @@ def blocks_per_sm(regs: int, smem_bytes: int, num_warps: int, limits: DeviceLimi
 
 
 def fits(regs: int, smem_bytes: int, num_warps: int, programs: int, persistent: bool,
-         sms: int | None = None, limits: DeviceLimits = H100) -> tuple[bool, str]:
-    """(fits, reason): a block must fit an SM; a persistent grid must be co-resident."""
+         sms: int | None = None, limits: DeviceLimits = H100, spill_bytes: int = 0) -> tuple[bool, str]:
+    """(fits, reason): a block must fit an SM; a persistent grid must be co-resident and spill nothing
+    (a spill there is paid at every one of the T steps, and the per-step kernels are the fallback)."""
     sms = limits.sms if sms is None else sms
+    if persistent and spill_bytes > 0:
+        return False, f"spills {spill_bytes} B of registers to local memory at every step"
     if regs > limits.regs_per_thread:
         return False, f"{regs} registers per thread > {limits.regs_per_thread}"
     if smem_bytes > limits.smem_per_block:
@@ -235,7 +238,8 @@ def _measure_here(configs: Sequence[LaunchConfig], limits: DeviceLimits) -> list
         except Exception as e:  # a compile error is a finding about that configuration, not a crash
             reports.append(Report(c, None, False, f"compile failed: {type(e).__name__}: {str(e)[:300]}"))
             continue
-        ok, reason = fits(usage.regs, usage.smem_bytes, c.num_warps, c.programs, c.persistent, limits=limits)
+        ok, reason = fits(usage.regs, usage.smem_bytes, c.num_warps, c.programs, c.persistent, limits=limits,
+                          spill_bytes=usage.spill_bytes)
         reports.append(Report(c, usage, ok, reason,
                               blocks_per_sm(usage.regs, usage.smem_bytes, c.num_warps, limits)))
     return reports

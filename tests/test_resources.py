@@ -33,6 +33,9 @@ def test_fit_rule_for_persistent_grids():
     ok, reason = fits(255, 98_304, 8, 133, persistent=True)
     assert not ok and "grid barrier" in reason
     assert fits(255, 98_304, 8, 10_000, persistent=False)[0], "a non-persistent grid may exceed the SMs"
+    ok, reason = fits(80, 98_304, 8, 96, persistent=True, spill_bytes=8)
+    assert not ok and "spills 8 B" in reason, "a persistent kernel that spills runs the step path instead"
+    assert fits(80, 98_304, 4, 96, persistent=False, spill_bytes=8)[0]
     ok, reason = fits(100, 300_000, 4, 1, persistent=False)
     assert not ok and "shared memory" in reason
 

@@ -32,7 +32,6 @@ per iteration, so no index is t * B * 4H (which passes 2^31 for long sequences a
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from dataclasses import dataclass
 
@@ -43,7 +42,6 @@ from torch import Tensor
 
 from .triton_kernels import _cell_backward, _cell_forward, _load_gates, _store_gates
 
-log = logging.getLogger(__name__)
 
 #: K is split into at most this many power-of-two chunks, each at most K_CHUNK_MAX wide.
 MAX_K_CHUNKS = 4
@@ -377,9 +375,8 @@ def _resident(kernel_fn, args: tuple, p: Plan, extra: dict, sms: int) -> tuple[b
     compiled = kernel_fn.warmup(*args, grid=(p.programs,), **p.constexprs(), **extra, **_launch_options(p, False))
     if hasattr(compiled, "_init_handles"):
         compiled._init_handles()
-    if getattr(compiled, "n_spills", 0):
-        log.info("persistent LSTM kernel spills %d registers at %s", compiled.n_spills, p)
-    return fits(compiled.n_regs, compiled.metadata.shared, p.num_warps, p.programs, persistent=True, sms=sms)
+    return fits(compiled.n_regs, compiled.metadata.shared, p.num_warps, p.programs, persistent=True, sms=sms,
+                spill_bytes=getattr(compiled, "n_spills", 0))
 
 
 @functools.lru_cache(maxsize=None)
