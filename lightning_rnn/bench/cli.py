@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = report.collect_metadata(device, argv)
     print(f"device: {meta['device']} ({device.type}); torch {meta['torch']}, triton {meta['triton']}, "
           f"cuDNN {meta['cudnn']}, driver {meta['driver']}, commit {meta['git_commit']}")
+    print(f"kernel-path variables: {report.format_path_env(meta['path_env']) or 'none set'}")
     print(f"preset {opts['preset']}: {len(points)} points x {opts['providers']} x {opts['modes']}")
     for mode in opts["modes"]:
         print(f"  {mode}: {MODES[mode]}")

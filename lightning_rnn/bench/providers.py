@@ -105,6 +105,7 @@ def build_triton(w: Workload) -> Built:
             raise RuntimeError(f"expected the Triton kernel, got backend {m.last_backend!r}")
         return y
 
+    forward.module = m  # type: ignore[attr-defined]  # the runner reads m.last_backend for `impl`
     return forward, list(m.parameters())
 
 
@@ -164,6 +165,7 @@ def build_autocast(w: Workload) -> Built:
             y, _ = m(x, w.hx)
         return y
 
+    forward.module = m  # type: ignore[attr-defined]  # the runner reads m.last_backend (auto's choice)
     return forward, list(m.parameters())
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
+from kernels.paths import path_env
+
 #: Speed-up baselines: where the baseline failed at the row's dtype (cuDNN before 9.13 has no
 #: bf16 RNNs), compare with it at the next dtype here, and say so in *_baseline_dtype.
 BASELINE_DTYPE_FALLBACK = ("float16", "float32")
 
-CSV_META = ("device", "driver", "torch", "triton", "cudnn", "git_commit")
+CSV_META = ("device", "driver", "torch", "triton", "cudnn", "git_commit", "path_env")
 CSV_FIELDS = (
     "provider", "label", "mode", "cell", "batch", "hidden", "seq_len", "layers", "input_size", "dtype", "status",
     "median_ms", "q20_ms", "q80_ms", "reps", "timing_method", "impl",
@@ -76,6 +78,9 @@ def collect_metadata(device: torch.device, argv: Sequence[str]) -> dict:
         # Switches that change which kernels run (e.g. LIGHTNING_RNN_PERSISTENT, TRITON_INTERPRET).
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("LIGHTNING_RNN_", "TRITON_"))
                 or k == "CUDA_VISIBLE_DEVICES"},
+        # The variables that choose the kernel path (kernels.paths.PATH_ENV_VARS), None where unset;
+        # each result row's `impl` and `paths` say which path then ran.
+        "path_env": path_env(),
         "git_commit": _run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"]),
     }
 
@@ -113,8 +118,15 @@ def write_csv(path: Path, rows: list[dict], meta: dict) -> None:
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
+        per_row = {k: meta.get(k) for k in CSV_META}
+        per_row["path_env"] = format_path_env(meta.get("path_env") or {})
         for r in rows:  # metadata on every row: CSVs from several machines concatenate cleanly
-            writer.writerow({**{k: meta.get(k) for k in CSV_META}, **r})
+            writer.writerow({**per_row, **r})
+
+
+def format_path_env(env: dict) -> str:
+    """'LIGHTNING_RNN_PERSISTENT=1 TRITON_INTERPRET=1': the path variables that are set ('' if none)."""
+    return " ".join(f"{k}={v}" for k, v in env.items() if v is not None)
 
 
 def format_table(rows: list[dict]) -> str:
