@@ -72,6 +72,10 @@ class LaunchConfig:
     programs: int  # grid size
     persistent: bool  # all programs must be resident at once (grid barrier)
     num_stages: int = 3
+    #: Launches that are alternatives: the dispatcher tries candidate 0, 1, ... of a group and takes the
+    #: first whose launches all fit (the persistent engine's plans); "" for a launch that always runs.
+    group: str = ""
+    candidate: int = 0
 
     def key(self) -> tuple:
         return (self.kernel, self.B, self.H, self.dtype, self.signature, self.constexprs, self.num_warps,
@@ -95,6 +99,7 @@ class Report:
     reason: str = ""  # why it does not fit (or why it could not be measured)
     blocks_per_sm: int = 0
     extra: dict = field(default_factory=dict)
+    chosen: bool = False  # the dispatcher's choice among its group's candidates (or a launch without a group)
 
     def row(self) -> dict:
         c, u = self.config, self.usage
@@ -103,6 +108,7 @@ class Report:
                 "smem_bytes": u.smem_bytes if u else None, "programs": c.programs,
                 "num_warps": c.num_warps, "blocks_per_sm": self.blocks_per_sm,
                 "persistent": c.persistent, "fits": self.fits, "reason": self.reason,
+                "group": c.group, "candidate": c.candidate, "chosen": self.chosen,
                 "constexprs": dict(c.constexprs)}
 
 
@@ -230,19 +236,53 @@ def _compile(fn_path: str, signature: tuple, constexprs: tuple, num_warps: int, 
     return Usage(regs=regs, spill_bytes=stack, smem_bytes=int(compiled.metadata.shared))
 
 
+def _measure_one(c: LaunchConfig, limits: DeviceLimits) -> Report:
+    try:
+        usage = _compile(c.fn_path, c.signature, c.constexprs, c.num_warps, c.num_stages, limits.arch)
+    except Exception as e:  # a compile error is a finding about that configuration, not a crash
+        return Report(c, None, False, f"compile failed: {type(e).__name__}: {str(e)[:300]}")
+    ok, reason = fits(usage.regs, usage.smem_bytes, c.num_warps, c.programs, c.persistent, limits=limits,
+                      spill_bytes=usage.spill_bytes)
+    return Report(c, usage, ok, reason, blocks_per_sm(usage.regs, usage.smem_bytes, c.num_warps, limits))
+
+
 def _measure_here(configs: Sequence[LaunchConfig], limits: DeviceLimits) -> list[Report]:
-    reports = []
+    """Each launch's report; in a group of alternatives, candidates in order until one fits entirely
+    (that one is `chosen`, as the dispatcher would choose it; later ones are not compiled)."""
+    reports: list[Report] = []
+    by_candidate: dict[tuple[str, int], list[LaunchConfig]] = {}
     for c in configs:
-        try:
-            usage = _compile(c.fn_path, c.signature, c.constexprs, c.num_warps, c.num_stages, limits.arch)
-        except Exception as e:  # a compile error is a finding about that configuration, not a crash
-            reports.append(Report(c, None, False, f"compile failed: {type(e).__name__}: {str(e)[:300]}"))
+        if c.group:
+            by_candidate.setdefault((c.group, c.candidate), []).append(c)
+    settled: set[str] = set()
+    for c in configs:
+        if not c.group:
+            reports.append(_measure_one(c, limits))
+            reports[-1].chosen = True
             continue
-        ok, reason = fits(usage.regs, usage.smem_bytes, c.num_warps, c.programs, c.persistent, limits=limits,
-                          spill_bytes=usage.spill_bytes)
-        reports.append(Report(c, usage, ok, reason,
-                              blocks_per_sm(usage.regs, usage.smem_bytes, c.num_warps, limits)))
+        if c.group in settled or c is not by_candidate[(c.group, c.candidate)][0]:
+            continue
+        candidate = [_measure_one(x, limits) for x in by_candidate[(c.group, c.candidate)]]
+        reports.extend(candidate)
+        if all(r.fits for r in candidate):
+            settled.add(c.group)
+            for r in candidate:
+                r.chosen = True
     return reports
+
+
+def dispatcher_summary(rows: Sequence[dict]) -> dict[str, str]:
+    """group -> what the dispatcher runs there: "candidate N" or "falls back: <reasons>"."""
+    out: dict[str, str] = {}
+    for r in rows:
+        if not r.get("group"):
+            continue
+        if r["chosen"]:
+            out[r["group"]] = f"candidate {r['candidate']}"
+        elif not out.get(r["group"], "").startswith("candidate"):
+            reasons = out.get(r["group"], "falls back:")
+            out[r["group"]] = f"{reasons} [{r['candidate']}: {r['kernel']} {r['reason']}]"
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -273,7 +313,7 @@ def measure_points(points: Sequence[tuple[int, int, str]], families: Sequence[st
 # --- command line ---------------------------------------------------------------------------------------
 
 GRID = {"hidden": [128, 256, 512, 768, 1024, 2048], "batch": [1, 16, 64, 128], "dtype": ["fp32", "fp16", "bf16"]}
-COLUMNS = ["kernel", "dtype", "B", "H", "regs", "spill_bytes", "smem_bytes", "programs", "fits"]
+COLUMNS = ["kernel", "dtype", "B", "H", "regs", "spill_bytes", "smem_bytes", "programs", "fits", "chosen"]
 
 
 def format_table(rows: Sequence[dict]) -> str:

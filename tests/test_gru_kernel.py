@@ -22,6 +22,13 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+
+@pytest.fixture(autouse=True)
+def _step_kernels(monkeypatch):
+    """This file tests the per-step kernels: the persistent engine (on by default) is switched off.
+    tests/test_persistent_engine.py runs this file's parity checks through the engine."""
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "0")
+
 @dataclass(frozen=True)
 class Case:
     B: int
@@ -122,7 +129,7 @@ def test_tiles_reach_the_gpu_grid(tiles):
 
     tiles(True)
     assert block_sizes(17, 100, 100) == (16, 32, 32)  # grid 2 x 4, four k iterations over H = 100
-    forward, backward = resource_configs(17, 100, "fp32", sms=132)
+    forward, backward = [c for c in resource_configs(17, 100, "fp32", sms=132) if ".step." in c.kernel]
     assert dict(forward.constexprs) == {"HAS_B_HN": True, "BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_K": 32}
     assert forward.programs == backward.programs == 2 * 4
     assert dict(forward.signature)["w_hh_ptr"] == "*fp32" and dict(forward.signature)["B"] == "i32"

@@ -19,6 +19,13 @@ from tests.tolerance import assert_no_worse_than_torch, rounded_to
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+
+@pytest.fixture(autouse=True)
+def _step_kernels(monkeypatch):
+    """This file tests the per-step kernels: the persistent engine (on by default) is switched off.
+    tests/test_persistent_engine.py runs this file's parity checks through the engine."""
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "0")
+
 @dataclass(frozen=True)
 class Case:
     B: int

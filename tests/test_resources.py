@@ -52,24 +52,52 @@ def test_json_rows_have_the_documented_fields(target_rows):
         assert set(COLUMNS) <= row.keys()
         assert row["regs"] is not None, row["reason"]
     assert {(r["B"], r["H"], r["dtype"]) for r in target_rows} == set(TARGETS)
-    assert "lstm.persistent.forward" in format_table(target_rows)
+    assert "lstm.engine.forward" in format_table(target_rows)
 
 
 @requires_sm90_compiler
 def test_every_launch_the_dispatcher_makes_fits(target_rows):
-    for row in target_rows:
-        assert row["fits"], f"{row['kernel']} {row['dtype']} B{row['B']} H{row['H']}: {row['reason']}"
+    """What the dispatcher launches: every launch outside a group of alternatives, and the chosen
+    candidate of each group (the engine's plans: the first whose forward and backward both fit)."""
+    chosen = [r for r in target_rows if r["chosen"]]
+    assert chosen
+    for row in chosen:
+        assert row["fits"] and row["spill_bytes"] == 0, f"{row['kernel']} {row['dtype']} B{row['B']} H{row['H']}: {row['reason']}"
         assert row["regs"] <= H100.regs_per_thread and row["smem_bytes"] <= H100.smem_per_block
 
 
 @requires_sm90_compiler
 @pytest.mark.parametrize("direction", ["forward", "backward"])
-def test_persistent_kernels_fit_without_spills_at_target(target_rows, direction):
-    rows = [r for r in target_rows if r["kernel"] == f"lstm.persistent.{direction}"]
+def test_engine_fits_without_spills_at_target(target_rows, direction):
+    """At the target points the engine runs with its weights resident (the first candidate) on most SMs."""
+    rows = [r for r in target_rows if r["kernel"] == f"lstm.engine.{direction}" and r["chosen"]]
     assert {(r["B"], r["H"], r["dtype"]) for r in rows} == set(TARGETS)
     for r in rows:
         assert r["fits"] and r["spill_bytes"] == 0, r
+        assert r["constexprs"]["STREAM_K"] == 0, "the weights should stay on chip at the target"
         assert r["programs"] >= 96, "most of the 132 SMs should work"
+
+
+def test_groups_stop_at_the_first_candidate_that_fits(monkeypatch):
+    """kernels.resources compiles a group's candidates in order and stops at the first that fits entirely,
+    as the engine's dispatcher does; launches outside a group always count."""
+    from kernels import resources
+
+    usage = {"a0": (80, 0), "b0": (80, 64), "a1": (80, 0), "b1": (80, 0), "a2": (80, 0), "b2": (80, 0)}
+    monkeypatch.setattr(resources, "_compile", lambda fn_path, *rest: resources.Usage(
+        regs=usage[fn_path][0], spill_bytes=usage[fn_path][1], smem_bytes=1024))
+
+    def config(name, candidate, group="g"):
+        return resources.LaunchConfig(kernel=name, family="toy", B=1, H=1, dtype="fp32", fn_path=name, signature=(),
+                                      constexprs=(), num_warps=8, programs=4, persistent=True, group=group,
+                                      candidate=candidate)
+
+    configs = [config("a0", 0), config("b0", 0), config("a1", 1), config("b1", 1), config("a2", 2), config("b2", 2),
+               config("a0", 0, group="")]
+    rows = [r.row() for r in resources._measure_here(configs, resources.H100)]
+    assert [(r["kernel"], r["fits"], r["chosen"]) for r in rows] == [
+        ("a0", True, False), ("b0", False, False), ("a1", True, True), ("b1", True, True), ("a0", True, True)]
+    assert resources.dispatcher_summary(rows) == {"g": "candidate 1"}
 
 
 def test_a_registered_family_is_measured(monkeypatch):

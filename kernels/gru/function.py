@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kernels import paths
+from kernels.persistent import plan as engine_plan
 from kernels.rnn import common
 from kernels.rnn.common import INTERPRETED, block_sizes, empty, step_grid  # noqa: F401  (INTERPRETED: backend checks it)
 
@@ -20,32 +22,46 @@ from .triton_kernels import gru_backward_step_kernel, gru_forward_step_kernel
 
 def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
     """The launches `gru_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
+    from kernels.persistent import run as engine
+
     return [common.resource_config("gru", "forward", gru_forward_step_kernel, B, H, dtype, {"HAS_B_HN": True}),
-            common.resource_config("gru", "backward", gru_backward_step_kernel, B, H, dtype, {})]
+            common.resource_config("gru", "backward", gru_backward_step_kernel, B, H, dtype, {}),
+            *engine.resource_configs("gru", B, H, dtype, sms)]
 
 
 class _GRULayerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,  # type: ignore[override]
-                bias_x: Tensor | None, b_hn: Tensor | None) -> tuple[Tensor, Tensor]:
+                bias_x: Tensor | None, b_hn: Tensor | None, save: bool) -> tuple[Tensor, Tensor]:
         T, B, I = x.shape
         H = w_hh.shape[1]
         w_hh = w_hh.contiguous()
         xg = (x.reshape(T * B, I).float() @ w_ih.float().t()).view(T, B, 3 * H)  # all steps, one GEMM
         if bias_x is not None:
             xg += bias_x
-        hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
-        hs[0] = h0
-        gates = empty(T, B, 4 * H, device=x.device)
-        b_hn32 = b_hn.float().contiguous() if b_hn is not None else xg  # (any pointer when unused)
-        blocks = block_sizes(B, H, H)
-        grid = step_grid(B, H, blocks)
-        for t in range(T):
-            gru_forward_step_kernel[grid](
-                xg[t], hs[t], w_hh, b_hn32, hs[t + 1], gates[t], B, H, w_hh.stride(0),
-                HAS_B_HN=b_hn is not None, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
-                num_warps=common.NUM_WARPS,
-            )
+        hs = gates = None
+        plan = common.engine_plan(engine_plan.GRU, B, H, w_hh.dtype, x.device)
+        if plan is not None:
+            try:
+                hs, _, gates = common.engine.forward(plan, xg, h0, h0, w_hh, b_hn, save, INTERPRETED,
+                                                     common.POISON_BUFFERS)
+                paths.record("gru", "persistent", plan.describe())
+            except Exception as error:  # a compiler or launch report: the per-step kernels run instead
+                common.engine_failed(engine_plan.GRU, B, H, w_hh.dtype, x.device, error)
+        if hs is None:
+            hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
+            hs[0] = h0
+            gates = empty(T, B, 4 * H, device=x.device)
+            b_hn32 = b_hn.float().contiguous() if b_hn is not None else xg  # (any pointer when unused)
+            blocks = block_sizes(B, H, H)
+            grid = step_grid(B, H, blocks)
+            paths.record("gru", "step")
+            for t in range(T):
+                gru_forward_step_kernel[grid](
+                    xg[t], hs[t], w_hh, b_hn32, hs[t + 1], gates[t], B, H, w_hh.stride(0),
+                    HAS_B_HN=b_hn is not None, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
+                    num_warps=common.NUM_WARPS,
+                )
         ctx.save_for_backward(x, w_ih, w_hh, hs, gates)
         ctx.has_bias = (bias_x is not None, b_hn is not None)
         ctx.state_dtype = h0.dtype
@@ -62,17 +78,31 @@ class _GRULayerFunction(torch.autograd.Function):
         dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         dh_in[T - 1] += dh_T.float()
         dh_direct = torch.zeros(B, H, dtype=torch.float32, device=dev)  # nothing flows in after step T-1
-        dxg = empty(T, B, 3 * H, device=dev)
         dhh = empty(T + 1, B, 3 * H, device=dev)
         dhh[T] = 0.0
-        blocks = block_sizes(B, H, H)
-        grid = step_grid(B, H, blocks)
-        for t in range(T - 1, -1, -1):
-            gru_backward_step_kernel[grid](
-                dh_in[t], dh_direct, dhh[t + 1], w_hh, gates[t], hs[t], dxg[t], dhh[t], B, H, w_hh.stride(0),
-                BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2], num_warps=common.NUM_WARPS,
-            )
-        dx_all = dxg.view(T * B, 3 * H)
+        dxg = None
+        plan = common.engine_plan(engine_plan.GRU, B, H, w_hh.dtype, dev)
+        if plan is not None:
+            try:
+                dg = common.engine.backward(plan, dh_in, dh_direct, hs, None, gates, w_hh, INTERPRETED,
+                                            common.POISON_BUFFERS)  # d(r, z) pre, d(n's input part), d(hn)
+                dxg = dg[..., : 3 * H]
+                dhh[:T, :, : 2 * H] = dg[..., : 2 * H]
+                dhh[:T, :, 2 * H:] = dg[..., 3 * H:]
+            except Exception as error:  # a compiler or launch report: the per-step kernels run instead
+                common.engine_failed(engine_plan.GRU, B, H, w_hh.dtype, dev, error)
+                dh_direct.zero_()
+        hs = hs.float()  # the engine may have exchanged h in 16 bits
+        if dxg is None:
+            dxg = empty(T, B, 3 * H, device=dev)
+            blocks = block_sizes(B, H, H)
+            grid = step_grid(B, H, blocks)
+            for t in range(T - 1, -1, -1):
+                gru_backward_step_kernel[grid](
+                    dh_in[t], dh_direct, dhh[t + 1], w_hh, gates[t], hs[t], dxg[t], dhh[t], B, H, w_hh.stride(0),
+                    BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2], num_warps=common.NUM_WARPS,
+                )
+        dx_all = dxg.reshape(T * B, 3 * H)
         dh_all = dhh[:T].view(T * B, 3 * H)
         need = ctx.needs_input_grad
         dx = (dx_all @ w_ih.float()).view(T, B, I).to(x.dtype) if need[0] else None
@@ -81,7 +111,7 @@ class _GRULayerFunction(torch.autograd.Function):
         dw_hh = (dh_all.t() @ hs[:T].reshape(T * B, H)).to(w_hh.dtype) if need[3] else None
         d_bias_x = dx_all.sum(0) if ctx.has_bias[0] and need[4] else None
         d_b_hn = dh_all[:, 2 * H:].sum(0) if ctx.has_bias[1] and need[5] else None
-        return dx, dh0, dw_ih, dw_hh, d_bias_x, d_b_hn
+        return dx, dh0, dw_ih, dw_hh, d_bias_x, d_b_hn, None
 
 
 def gru_layer(
@@ -114,4 +144,7 @@ def gru_layer(
     bias_x = sum(parts) if parts else None
     b_hn = b_hh[2 * H:] if b_hh is not None else None
     with torch.autocast(device_type, enabled=False):
-        return _GRULayerFunction.apply(x, h0, w_ih, w_hh, bias_x, b_hn)
+        # Without a backward to come the engine keeps no r, z, n, hn history.
+        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                               for t in (x, h0, w_ih, w_hh, bias_x, b_hn))
+        return _GRULayerFunction.apply(x, h0, w_ih, w_hh, bias_x, b_hn, save)

@@ -26,9 +26,11 @@ import torch
 import triton
 from torch import Tensor
 
+from kernels import paths
+from kernels.persistent import plan as engine_plan
+from kernels.persistent import run as engine
+
 from . import graphs
-from . import persistent as _persistent
-from .persistent import persistent_backward, persistent_enabled, persistent_forward
 from .triton_kernels import lstm_backward_step_kernel, lstm_forward_step_kernel
 
 #: Whether triton.jit compiled these kernels for its CPU interpreter (read once, at import).
@@ -69,30 +71,24 @@ def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = 
     return fit(batch, 16), fit(hidden, 32), fit(reduce, 32)
 
 
-def _persistent_plan(B: int, H: int, has_proj: bool, dtype: torch.dtype, device: torch.device):
-    """The persistent kernels' launch plan if they are enabled and fit this layer, else None (reason logged)."""
-    if not persistent_enabled():
-        return None
-    plan, reason = _persistent.choose_plan(B, H, has_proj, dtype, device, INTERPRETED)
-    if plan is None:
-        _log_once(f"persistent LSTM not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
+def _engine_plan(B: int, H: int, has_proj: bool, dtype: torch.dtype, device: torch.device):
+    """The persistent engine's launch plan where it runs this layer, else None (the reason logged once)."""
+    plan, reason = engine.choose(engine_plan.LSTM, B, H, dtype, device, INTERPRETED,
+                                 unsupported="proj_size is not supported by the persistent engine" if has_proj else None)
+    if plan is None and reason != "LIGHTNING_RNN_PERSISTENT=0":
+        engine.log_once(f"persistent LSTM not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
     return plan
 
 
-_logged: set[str] = set()
+def _engine_failed(B: int, H: int, dtype: torch.dtype, device: torch.device, error: Exception) -> None:
+    reason = engine.mark_failed(engine_plan.LSTM, B, H, dtype, device, error)
+    engine.log_once(f"persistent LSTM not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
 
 
-def _log_once(message: str) -> None:
-    if message not in _logged:
-        _logged.add(message)
-        log.warning(message)
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """tl.dot's input_precision for the recurrent product: TF32 for fp32 operands only where the user
-    allowed it for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32, set_float32_matmul_precision);
-    fp16/bf16 operands go to the tensor cores either way."""
-    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+#: tl.dot's input_precision for the recurrent product: TF32 for fp32 operands only where the user
+#: allowed it for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32, set_float32_matmul_precision);
+#: fp16/bf16 operands go to the tensor cores either way.
+dot_precision = engine.dot_precision
 
 
 def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
@@ -195,25 +191,31 @@ def layer_forward(
         # All steps' input projection in one GEMM, in the compute dtype (fp32 accumulation inside).
         xg = (torch.addmm(bias.to(dtype), x2, w_ih.t()) if bias is not None else x2 @ w_ih.t()).view(T, B, 4 * H)
 
+        plan = _engine_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        if plan is not None:
+            try:
+                hs, cs, gates = engine.forward(plan, xg, h0, c0, w_hh, None, save, INTERPRETED, POISON_BUFFERS)
+            except Exception as error:  # a compiler or launch report: the per-step kernels run instead
+                _engine_failed(B, H, w_hh.dtype, dev, error)
+                plan = None
+        if plan is not None:
+            paths.record("lstm", "persistent", plan.describe())
+            y = hs[1:].to(dtype)  # hs itself where h was exchanged in the compute dtype (no copy)
+            c_T = cs[-1].to(dtype, copy=True)
+            if not save:
+                return y, y[-1].clone(), c_T, None, None, None
+            return y, y[-1].clone(), c_T, cs, gates, None
+
         y = _empty(T, B, R, device=dev, dtype=dtype)  # h_t of every step: the output, and h_{t+1}'s input
         h_cell = _empty(T, B, H, device=dev, dtype=dtype) if w_hr is not None else y
-        plan = _persistent_plan(B, H, w_hr is not None, w_hh.dtype, dev)
-        keep = save or plan is not None  # the persistent kernel writes the whole history either way
+        keep = save
         cs = _empty(T + 1 if keep else 2, B, H, device=dev)  # fp32; without `keep` a ping-pong pair
         cs[0] = c0
         gates = _empty(T, B, 4 * H, device=dev) if keep else None
-
-        if plan is not None:
-            # The persistent kernels keep h and the input projection in fp32 (what kernels.resources
-            # compiles them for); the weights stay in the compute dtype on chip.
-            hs = _empty(T + 1, B, R, device=dev)
-            hs[0] = h0
-            persistent_forward(xg.float(), hs, cs, gates, w_hh, plan, INTERPRETED)
-            y.copy_(hs[1:])
-        else:
-            loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr}
-            _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr"),
-                         outputs=("y", "cs", "gates", "h_cell"), keep=keep, precision=dot_precision(dtype))
+        loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr}
+        paths.record("lstm", "step+cuda-graphs" if graphs.graphs_enabled(dev) else "step")
+        _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr"),
+                     outputs=("y", "cs", "gates", "h_cell"), keep=keep, precision=dot_precision(dtype))
 
         c_T = cs[T if keep else T % 2].to(dtype, copy=True)
         if not save:
@@ -242,13 +244,15 @@ def layer_backward(
         dgates = _empty(T + 1, B, 4 * H, device=dev, dtype=dtype)  # the GEMMs' operand: compute dtype
         dgates[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
 
-        plan = _persistent_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        plan = _engine_plan(B, H, w_hr is not None, w_hh.dtype, dev)
         if plan is not None:
-            dgates32 = _empty(T + 1, B, 4 * H, device=dev)  # the persistent kernels write fp32
-            dgates32[T] = 0.0
-            persistent_backward(dh_in, dgates32, w_hh, gates, cs, dc, plan, INTERPRETED)
-            dgates.copy_(dgates32)
-        else:
+            try:
+                dgates[:T] = engine.backward(plan, dh_in, dc, None, cs, gates, w_hh, INTERPRETED, POISON_BUFFERS)
+            except Exception as error:  # a compiler or launch report: the per-step kernels run instead
+                _engine_failed(B, H, w_hh.dtype, dev, error)
+                dc.copy_(dc_T)
+                plan = None
+        if plan is None:
             loop = {"dh_in": dh_in, "dgates": dgates, "w_hh": w_hh, "gates": gates, "cs": cs, "dc": dc}
             if w_hr is not None:  # the projection's GEMMs run in fp32 on the host, between the kernels
                 loop.update(w_hh32=w_hh.float(), w_hr32=w_hr.float(), dh_cell=_empty(B, H, device=dev))
@@ -354,4 +358,4 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
         LaunchConfig(kernel="lstm.step.backward", fn_path="kernels.lstm.triton_kernels:lstm_backward_step_kernel",
                      signature=bwd_sig, constexprs=(("FUSE_RECURRENT", True),) + tiles, **common),
     ]
-    return configs + _persistent.resource_configs(B, H, dtype, sms)
+    return configs + engine.resource_configs("lstm", B, H, dtype, sms)

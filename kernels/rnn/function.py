@@ -12,8 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kernels import paths
+
 from . import common
 from .common import INTERPRETED, block_sizes, empty, step_grid  # noqa: F401  (INTERPRETED: backend checks it)
+from kernels.persistent.engine import ELMAN_TANH
+
 from .triton_kernels import rnn_backward_step_kernel, rnn_forward_step_kernel
 
 NONLINEARITIES = {"tanh": 0, "relu": 1}
@@ -21,9 +25,10 @@ NONLINEARITIES = {"tanh": 0, "relu": 1}
 
 def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
     """The launches `rnn_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
-    return [common.resource_config("rnn", f"{name}.{act}", kernel, B, H, dtype, {"NONLINEARITY": code})
-            for act, code in NONLINEARITIES.items()
-            for name, kernel in (("forward", rnn_forward_step_kernel), ("backward", rnn_backward_step_kernel))]
+    steps = [common.resource_config("rnn", f"{name}.{act}", kernel, B, H, dtype, {"NONLINEARITY": code})
+             for act, code in NONLINEARITIES.items()
+             for name, kernel in (("forward", rnn_forward_step_kernel), ("backward", rnn_backward_step_kernel))]
+    return steps + [c for act in NONLINEARITIES for c in common.engine.resource_configs(f"rnn_{act}", B, H, dtype, sms)]
 
 
 class _RNNLayerFunction(torch.autograd.Function):
@@ -36,16 +41,28 @@ class _RNNLayerFunction(torch.autograd.Function):
         xg = (x.reshape(T * B, I).float() @ w_ih.float().t()).view(T, B, H)  # all steps, one GEMM
         if bias is not None:
             xg += bias
-        hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
-        hs[0] = h0
-        blocks = block_sizes(B, H, H)
-        grid = step_grid(B, H, blocks)
-        for t in range(T):
-            rnn_forward_step_kernel[grid](
-                xg[t], hs[t], w_hh, hs[t + 1], B, H, w_hh.stride(0),
-                NONLINEARITY=nonlinearity, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
-                num_warps=common.NUM_WARPS,
-            )
+        hs = None
+        cell = ELMAN_TANH + nonlinearity
+        plan = common.engine_plan(cell, B, H, w_hh.dtype, x.device)
+        if plan is not None:
+            try:
+                hs = common.engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED,
+                                           common.POISON_BUFFERS)[0]
+                paths.record("rnn", "persistent", plan.describe())
+            except Exception as error:  # a compiler or launch report: the per-step kernels run instead
+                common.engine_failed(cell, B, H, w_hh.dtype, x.device, error)
+        if hs is None:
+            hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
+            hs[0] = h0
+            blocks = block_sizes(B, H, H)
+            grid = step_grid(B, H, blocks)
+            paths.record("rnn", "step")
+            for t in range(T):
+                rnn_forward_step_kernel[grid](
+                    xg[t], hs[t], w_hh, hs[t + 1], B, H, w_hh.stride(0),
+                    NONLINEARITY=nonlinearity, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
+                    num_warps=common.NUM_WARPS,
+                )
         ctx.save_for_backward(x, w_ih, w_hh, hs)
         ctx.has_bias = bias is not None
         ctx.nonlinearity = nonlinearity
@@ -63,14 +80,25 @@ class _RNNLayerFunction(torch.autograd.Function):
         dh_in[T - 1] += dh_T.float()
         dpre = empty(T + 1, B, H, device=x.device)
         dpre[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
-        blocks = block_sizes(B, H, H)
-        grid = step_grid(B, H, blocks)
-        for t in range(T - 1, -1, -1):
-            rnn_backward_step_kernel[grid](
-                dh_in[t], dpre[t + 1], w_hh, hs[t + 1], dpre[t], B, H, w_hh.stride(0),
-                NONLINEARITY=ctx.nonlinearity, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
-                num_warps=common.NUM_WARPS,
-            )
+        cell = ELMAN_TANH + ctx.nonlinearity
+        plan = common.engine_plan(cell, B, H, w_hh.dtype, x.device)
+        if plan is not None:
+            try:
+                dpre[:T] = common.engine.backward(plan, dh_in, None, hs, None, None, w_hh, INTERPRETED,
+                                                  common.POISON_BUFFERS)
+            except Exception as error:  # a compiler or launch report: the per-step kernels run instead
+                common.engine_failed(cell, B, H, w_hh.dtype, x.device, error)
+                plan = None
+        hs = hs.float()  # the engine may have exchanged h in 16 bits
+        if plan is None:
+            blocks = block_sizes(B, H, H)
+            grid = step_grid(B, H, blocks)
+            for t in range(T - 1, -1, -1):
+                rnn_backward_step_kernel[grid](
+                    dh_in[t], dpre[t + 1], w_hh, hs[t + 1], dpre[t], B, H, w_hh.stride(0),
+                    NONLINEARITY=ctx.nonlinearity, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
+                    num_warps=common.NUM_WARPS,
+                )
         dp = dpre[:T].view(T * B, H)
         need = ctx.needs_input_grad
         dx = (dp @ w_ih.float()).view(T, B, I).to(x.dtype) if need[0] else None

@@ -24,6 +24,7 @@ The API is generic in the module kind: `choose(key, candidates, device, default)
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ def cuda_timer(fn: Callable[[], None], warmup: int = 1, reps: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+@functools.lru_cache(maxsize=None)
 def _environment(device: torch.device) -> str:
     """What else changes the answer: the GPU model and the software versions."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

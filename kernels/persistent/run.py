@@ -1,0 +1,264 @@
+"""Host side of the persistent engine: choosing a plan (or why not), launching, resource configs.
+
+The cells' wrappers (`kernels/<cell>/function.py`) call `choose` once per layer call; with a plan
+they call `forward` / `backward`, else their per-step kernels. On a GPU `choose` compiles the
+plan's kernels (no launch) and applies the rule of `kernels.resources`, trying the next candidate
+where one does not fit; whatever the compiler or a launch reports is a reason to fall back, never
+an error for the user (`mark_failed` makes the fallback stick for that shape).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import triton
+from torch import Tensor
+
+from . import plan as P
+from .engine import persistent_backward_kernel, persistent_forward_kernel
+
+log = logging.getLogger(__name__)
+
+#: Steps per launch; None: the whole sequence in one. Tests set 1 to run a GPU plan's grid (many
+#: programs) in the interpreter, which runs programs one after another: a barrier between two would
+#: never open there, and a launch never waits after its last step.
+STEPS_PER_LAUNCH: int | None = None
+_logged: set[str] = set()
+#: (cell, B, H, dtype, device, variant, interpreted) -> (plan or None, reason): decided once per shape.
+_chosen: dict[tuple, tuple[P.Plan | None, str]] = {}
+
+
+def log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.warning(message)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input_precision: TF32 for fp32 weights only where the user allowed it for matmuls."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def _cooperative_option() -> dict:
+    """launch_cooperative_grid=True where this Triton's CUDA backend has it: a grid that cannot be
+    co-resident is refused at launch instead of hanging at the barrier."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:
+        return {}
+    return {"launch_cooperative_grid": True} if "launch_cooperative_grid" in CUDAOptions.__dataclass_fields__ else {}
+
+
+def _options(p: P.Plan, interpreted: bool) -> dict:
+    return {} if interpreted else {"num_warps": p.num_warps, "num_stages": 1, **_cooperative_option()}
+
+
+def _forward_constexprs(p: P.Plan, save: bool, precision: str) -> dict:
+    return dict(p.constexprs(), **p.forward_constexprs(), SAVE=save, PRECISION=precision)
+
+
+def _backward_constexprs(p: P.Plan, precision: str) -> dict:
+    return dict(p.constexprs(), P_BLOCK=p.p_block, PRECISION=precision)
+
+
+# --- launches -------------------------------------------------------------------------------------------
+
+
+def forward_launch(p: P.Plan, xg: Tensor, hs: Tensor, state0: Tensor, c_out: Tensor, c_stride: int,
+                   saved: Tensor, w_rows: Tensor, b_hn: Tensor, n_steps: int, save: bool, interpreted: bool) -> None:
+    """`n_steps` steps in one launch; every tensor is already offset to the launch's first step."""
+    B, H = hs.shape[-2], hs.shape[-1]
+    sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=hs.device)
+    persistent_forward_kernel[(p.slices, p.tiles)](
+        xg, hs, state0, c_out, saved, w_rows, b_hn, sync, p.sync_stride, n_steps, B, H, p.k_total, c_stride,
+        **_forward_constexprs(p, save, dot_precision(w_rows.dtype)), **_options(p, interpreted),
+    )
+
+
+def backward_launch(p: P.Plan, dy: Tensor, dg: Tensor, saved: Tensor, hs: Tensor, cs: Tensor, dstate: Tensor,
+                    w_rows: Tensor, shares: Tensor, t_last: int, n_steps: int, interpreted: bool) -> None:
+    """Steps t_last down to t_last-n_steps+1 in one launch; tensors offset to the LAST step."""
+    B, H = dstate.shape
+    sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=dstate.device)
+    persistent_backward_kernel[(p.slices, p.tiles)](
+        dy, dg, saved, hs, cs, dstate, w_rows, shares, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total,
+        **_backward_constexprs(p, dot_precision(w_rows.dtype)), **_options(p, interpreted),
+    )
+
+
+def _new(poison: bool, shape: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A buffer the kernels fill; NaN-filled under `poison`, so an unwritten element shows."""
+    if poison:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def forward(p: P.Plan, xg: Tensor, h0: Tensor, state0: Tensor | None, w_hh: Tensor, b_hn: Tensor | None,
+            save: bool, interpreted: bool, poison: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The whole sequence in one launch.
+
+    xg (T, B, X*H) the input projections with biases (any float dtype), h0 (B, H), state0 (B, H)
+    c_0 for the LSTM / h_0 in fp32 for the GRU, w_hh (G*H, H) in the compute dtype, b_hn (H,) GRU.
+    Returns hs (T+1, B, H) in the exchange dtype (hs[0] = h0), the LSTM's cs (T+1, B, H) fp32 with
+    `save` (else c_T alone, (1, B, H)), and saved (T, B, 4H) fp32 with `save` (LSTM, GRU).
+    """
+    T, B, _ = xg.shape
+    H = w_hh.shape[1]
+    dev = xg.device
+    hs = _new(poison, (T + 1, B, H), P.exchange_dtype(p.variant, w_hh.dtype), dev)
+    hs[0] = h0
+    f32 = torch.float32
+    state = state0.float().contiguous() if state0 is not None else hs[0]
+    lstm = p.cell == P.LSTM
+    cs = _new(poison, (T + 1 if save else 1, B, H), f32, dev) if lstm else hs
+    if lstm and save:
+        cs[0] = state0
+    keeps = save and p.cell in (P.LSTM, P.GRU)
+    saved = _new(poison, (T, B, 4 * H), f32, dev) if keeps else hs
+    b = b_hn.float().contiguous() if b_hn is not None else torch.zeros(H, dtype=f32, device=dev)
+    xg, w_rows = xg.contiguous(), P.interleave(w_hh, p)
+    n = STEPS_PER_LAUNCH or T
+    for t in range(0, T, n):
+        if t > 0:  # the state a launch starts from is what the one before it left
+            state = (cs[t] if save else cs[0]) if lstm else hs[t].float()
+        c_out = cs[t + 1] if lstm and save else cs[0]
+        forward_launch(p, xg[t], hs[t], state, c_out, B * H if lstm and save else 0, saved[t] if keeps else hs[t],
+                       w_rows, b, min(n, T - t), save, interpreted)
+    return hs, cs if lstm else None, saved if keeps else None
+
+
+def backward(p: P.Plan, dy: Tensor, dstate: Tensor | None, hs: Tensor | None, cs: Tensor | None, saved: Tensor | None,
+             w_hh: Tensor, interpreted: bool, poison: bool = False) -> Tensor:
+    """dg (T, B, G*H) fp32 (G = 4 LSTM/GRU, 1 Elman) from dy (T, B, H) fp32 (dh_T added to dy[T-1]);
+    dstate (B, H) fp32 goes in as dL/dc_T (LSTM; zeros for the GRU) and comes out at step 0.
+    hs (T+1, B, H) from the forward (GRU, Elman), cs (T+1, B, H) (LSTM), saved (T, B, 4H) (LSTM, GRU)."""
+    T, B, H = dy.shape
+    dev = dy.device
+    dg = _new(poison, (T, B, P.ROWS_PER_UNIT[p.cell] * H), torch.float32, dev)
+    if dstate is None:  # the Elman cell carries nothing back but dh
+        dstate = torch.zeros(B, H, dtype=torch.float32, device=dev)
+    shares = torch.zeros(2, p.slices, B, H, dtype=torch.float32, device=dev)
+    w_rows = P.interleave(w_hh, p)
+    n = STEPS_PER_LAUNCH or T
+    for t in range(T - 1, -1, -n):
+        backward_launch(p, dy[t], dg[t], saved[t] if saved is not None else dy[t], hs[t + 1] if hs is not None else dy[t],
+                        cs[t + 1] if cs is not None else dy[t], dstate, w_rows, shares, t, min(n, t + 1), interpreted)
+    return dg
+
+
+# --- choosing -------------------------------------------------------------------------------------------
+
+
+def _compile_fits(p: P.Plan, dtype: torch.dtype, device: torch.device, sms: int) -> tuple[bool, str]:
+    """Compile the plan's forward and backward (no launch); apply kernels.resources.fits to them."""
+    from kernels.resources import fits
+
+    f32 = dict(dtype=torch.float32, device=device)
+    B, H = p.block_b * p.tiles, max(16, p.block_j)
+    w = torch.empty(p.slices * p.rows, p.k_total, dtype=dtype, device=device)
+    x, state = torch.empty(1, B, 4 * H, **f32), torch.empty(2, B, H, **f32)
+    hs = torch.empty(2, B, H, dtype=P.exchange_dtype(p.variant, dtype), device=device)
+    sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=device)
+    shares = torch.empty(2, p.slices, B, H, **f32)
+    precision = dot_precision(dtype)
+    for name, fn, args, consts in (
+        ("forward", persistent_forward_kernel,
+         (x, hs, state, state, x, w, state, sync, p.sync_stride, 1, B, H, p.k_total, 0),
+         _forward_constexprs(p, True, precision)),
+        ("backward", persistent_backward_kernel,
+         (state, x, x, hs, state, state, w, shares, sync, p.sync_stride, 0, 1, B, H, p.k_total),
+         _backward_constexprs(p, precision)),
+    ):
+        compiled = fn.warmup(*args, grid=(p.slices, p.tiles), **consts, **_options(p, False))
+        if hasattr(compiled, "_init_handles"):
+            compiled._init_handles()
+        ok, reason = fits(compiled.n_regs, compiled.metadata.shared, p.num_warps, p.programs, persistent=True,
+                          sms=sms, spill_bytes=getattr(compiled, "n_spills", 0))
+        if not ok:
+            return False, f"{name}: {reason}"
+    return True, ""
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device,
+                variant: str) -> tuple[P.Plan | None, str]:
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    if B * 4 * H >= 2**31:
+        return None, f"B*4H = {B * 4 * H} elements per step passes 32-bit offsets"
+    candidates = P.gpu_plans(cell, B, H, dtype.itemsize, sms, variant)
+    if not candidates:
+        return None, (f"no slice of H={H} fits {sms} SMs with its weights in registers "
+                      f"({dtype.itemsize} B each) and B={B} in parallel")
+    reasons = []
+    for p in candidates:
+        try:
+            ok, reason = _compile_fits(p, dtype, device, sms)
+        except Exception as e:  # OutOfResources and any other compiler report: try the next, then fall back
+            ok, reason = False, f"{type(e).__name__}: {str(e)[:200]}"
+        if ok:
+            return p, ""
+        reasons.append(f"[{p.describe()}] {reason}")
+    return None, "; ".join(reasons)
+
+
+def choose(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, interpreted: bool,
+           unsupported: str | None = None) -> tuple[P.Plan | None, str]:
+    """(plan, "") where the engine runs this layer, else (None, why not). Runs on every layer call:
+    after the first call for a shape it is two environment reads and one dict lookup."""
+    if not P.engine_enabled():
+        return None, "LIGHTNING_RNN_PERSISTENT=0"
+    if unsupported:
+        return None, unsupported
+    key = (cell, B, H, dtype, device, P.variant_name(), interpreted)
+    choice = _chosen.get(key)
+    if choice is None:
+        if interpreted:
+            choice = P.interpreter_plan(cell, B, H, key[5]), ""
+        elif device.type != "cuda":
+            choice = None, f"no persistent engine for device {device.type}"
+        else:
+            choice = _gpu_choice(cell, B, H, dtype, device, key[5])
+        _chosen[key] = choice
+    return choice
+
+
+def mark_failed(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, error: BaseException) -> str:
+    """A launch of the engine failed: run the per-step kernels for this shape from now on."""
+    reason = f"the engine's launch failed ({type(error).__name__}: {str(error)[:200]})"
+    for interpreted in (False, True):
+        _chosen[(cell, B, H, dtype, device, P.variant_name(), interpreted)] = None, reason
+    return reason
+
+
+# --- kernels.resources ----------------------------------------------------------------------------------
+
+
+def _signature(kernel, dtype: str, exchange: str) -> tuple:
+    import inspect
+
+    types = {"w_ptr": f"*{dtype}", "hs_ptr": f"*{exchange}", "sync_ptr": "*i32"}
+    return tuple((n, "constexpr" if "constexpr" in str(prm.annotation) else types.get(n, "*fp32")
+                  if n.endswith("_ptr") else "i32")
+                 for n, prm in inspect.signature(kernel.fn).parameters.items())
+
+
+def resource_configs(cell_name: str, B: int, H: int, dtype: str, sms: int, variant: str = P.DEFAULT_VARIANT) -> list:
+    """The engine launches for `kernels.resources`: every GPU plan the dispatcher would try, in its order,
+    as one group of candidates (resources compiles them in turn until one fits, as `choose` does)."""
+    from kernels.resources import LaunchConfig
+
+    cell = P.CELLS[cell_name]
+    w_bytes = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
+    exchange = dtype if P.VARIANTS[variant].h16 and dtype != "fp32" else "fp32"
+    configs = []
+    for i, p in enumerate(P.gpu_plans(cell, B, H, w_bytes, sms, variant)):
+        common = dict(family=cell_name.split("_")[0], B=B, H=H, dtype=dtype, num_warps=p.num_warps, num_stages=1,
+                      programs=p.programs, persistent=True, group=f"{cell_name}.engine B{B} H{H} {dtype} {variant}",
+                      candidate=i)
+        for name, kernel, consts in (("forward", persistent_forward_kernel, _forward_constexprs(p, True, "ieee")),
+                                     ("backward", persistent_backward_kernel, _backward_constexprs(p, "ieee"))):
+            configs.append(LaunchConfig(
+                kernel=f"{cell_name}.engine.{name}", fn_path=f"{kernel.fn.__module__}:{kernel.fn.__name__}",
+                signature=_signature(kernel, dtype, exchange), constexprs=tuple(consts.items()), **common))
+    return configs

@@ -1,0 +1,369 @@
+"""The persistent engine (kernels/persistent) serving the LSTM, GRU and Elman layers, against their references.
+
+Each check is a kernel file's own parity check (output, final state and every gradient against a
+float64 reference, kernel buffers poisoned with NaN), run with the engine on (the default) and the
+record of `kernels.paths` asserting that the engine, not the per-step kernels, served the layer.
+
+In the CPU interpreter the engine runs as one program along H (a barrier between programs that
+run one after another would never open), which still runs the barrier code of every variant.
+The grids a GPU launches (many programs of 1-16 hidden units, several batch tiles, K chunks,
+the programs' shares of dh in the backward) run too, one time step per launch: a launch never
+waits after its last step. On a GPU (tests marked gpu) everything runs as in production.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from kernels import paths
+from tests import test_gru_kernel as gru_tests
+from tests import test_lstm_kernel as lstm_tests
+from tests import test_rnn_kernel as rnn_tests
+from tests.conftest import requires_cuda
+
+DEVICE = lstm_tests.DEVICE
+CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+
+def check(cell: str, B: int, T: int, I: int, H: int, dtype: torch.dtype, bias: bool = True, device: str = DEVICE):
+    """The kernel test file's parity check for `cell` at this shape."""
+    if cell == "lstm":
+        lstm_tests.check_layer_parity(lstm_tests.Case(B=B, T=T, I=I, H=H, bias=bias), dtype, device)
+    elif cell == "gru":
+        gru_tests.check_layer_parity(gru_tests.Case(B=B, T=T, I=I, H=H, bias=bias), dtype, device)
+    else:
+        act = cell.split("_")[1]
+        rnn_tests.check_layer_parity(rnn_tests.Case(B=B, T=T, I=I, H=H, nonlinearity=act, bias=bias), dtype, device)
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """The engine on, every kernel-written buffer NaN first; returns the engine records of the check."""
+    from kernels.lstm import function
+    from kernels.persistent import run
+    from kernels.rnn import common
+
+    def reraise(cell, B, H, dtype, device, error):  # an engine error must fail the test, not fall back
+        raise error
+
+    reraise.original = run.mark_failed  # type: ignore[attr-defined]  (the fallback tests put it back)
+    monkeypatch.setattr(run, "_chosen", {})
+    monkeypatch.setattr(run, "mark_failed", reraise)
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "1")
+    monkeypatch.delenv("LIGHTNING_RNN_PERSISTENT_VARIANT", raising=False)
+    monkeypatch.setattr(function, "POISON_BUFFERS", True)
+    monkeypatch.setattr(common, "POISON_BUFFERS", True)
+    paths.reset()
+    return lambda: [r for r in paths.snapshot() if r["path"] == "persistent"]
+
+
+def _family(cell: str) -> str:
+    return cell.split("_")[0]
+
+
+SHAPES = [  # (B, T, I, H): odd sizes, pairwise
+    (1, 1, 1, 1), (1, 33, 3, 5), (3, 7, 17, 17), (17, 7, 5, 100), (3, 33, 1, 100), (17, 1, 100, 17), (40, 5, 3, 33),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-T{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS)
+def test_engine_matches_reference(cell, shape, dtype, engine):
+    B, T, I, H = shape
+    if cell == "rnn_relu":  # unbounded relu units overflow fp16 over 33 steps (torch.nn's too)
+        T = min(T, 9)
+        if dtype == torch.float16:
+            pytest.skip("relu in 16 bits: see test_gru_rnn_module for the kink criterion")
+    check(cell, B, T, I, H, dtype, bias=(B + H) % 2 == 0)
+    assert {r["cell"] for r in engine()} == {_family(cell)}, "the engine did not serve the layer"
+
+
+def _variant_cases():
+    """Every variant with every cell, dtypes and shapes rotating (pairwise, not the full product)."""
+    from kernels.persistent.plan import VARIANTS
+
+    shapes = [(3, 7, 5, 17), (17, 5, 3, 100), (1, 9, 4, 33), (20, 4, 7, 65)]
+    cases = []
+    for i, variant in enumerate(VARIANTS):
+        for j, cell in enumerate(CELLS):
+            dtype = (torch.float32, torch.float16)[(i + j) % 2]
+            cases.append(pytest.param(variant, cell, shapes[(i + j) % len(shapes)], dtype,
+                                      id=f"{variant}-{cell}-{'fp32' if dtype == torch.float32 else 'fp16'}"))
+    return cases
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_streamed_weights_match_reference(cell, dtype, engine, monkeypatch):
+    """Plans whose weights stream from L1/L2 in K blocks (where they do not fit in registers)."""
+    import functools
+
+    from kernels.persistent import plan as P
+
+    monkeypatch.setattr(P, "interpreter_plan", functools.partial(P.interpreter_plan, streamed=True))
+    check(cell, 5, 4, 3, 70, dtype)  # K = 70: two K blocks of 64, the second mostly padding
+    assert engine() and all("weights=streamed K64" in r["detail"] for r in engine())
+
+
+@pytest.mark.parametrize("variant, cell, shape, dtype", _variant_cases())
+def test_every_variant_matches_reference(variant, cell, shape, dtype, engine):
+    from kernels.persistent import use_variant
+
+    with use_variant(variant):
+        check(cell, *shape, dtype)
+    records = engine()
+    assert records and all(f"variant={variant} " in r["detail"] for r in records), records
+
+
+def _gpu_grid(monkeypatch, sms: int, streamed: bool = False) -> list:
+    """Make the layers launch the engine with the plan a GPU with `sms` SMs tries first (or its first
+    plan that streams the weights), one step per launch; returns the plans used."""
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    used = []
+
+    def gpu_plan(cell, B, H, variant):
+        p = next(p for p in P.gpu_plans(cell, B, H, 2, sms, variant) if bool(p.stream_k) == streamed)
+        used.append(p)
+        return p
+
+    monkeypatch.setattr(P, "interpreter_plan", gpu_plan)
+    monkeypatch.setattr(run, "STEPS_PER_LAUNCH", 1)
+    return used
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU interpreter variant")
+@pytest.mark.parametrize("variant", ["default", "swap", "split", "streamed"])
+@pytest.mark.parametrize("cell, shape, sms, grid", [
+    # 18 slices of 4 units (two blocks of shares to sum); B 17 in two batch tiles of 16; K = 64+16.
+    ("lstm", (17, 3, 5, 70), 132, "18x2"),
+    # 8 slices of 16 units, the last mostly empty; K = 64+32+16+16.
+    ("gru", (3, 3, 3, 115), 8, "8x1"),
+    # Elman: 16 units a slice at least (tl.dot needs 16 rows); 3 batch tiles.
+    ("rnn_tanh", (40, 3, 4, 33), 132, "3x3"),
+    ("rnn_relu", (5, 4, 6, 50), 4, "4x1"),
+])
+def test_gpu_grid_one_step_per_launch(cell, shape, sms, grid, variant, engine, monkeypatch):
+    from kernels.persistent import use_variant
+
+    plans = _gpu_grid(monkeypatch, sms, streamed=variant == "streamed")
+    with use_variant("default" if variant == "streamed" else variant):
+        check(cell, *shape, torch.float32)
+    p = plans[0]
+    assert bool(p.stream_k) == (variant == "streamed")
+    if variant == "default":
+        assert f"{p.slices}x{p.tiles}" == grid
+    assert p.programs <= sms
+    assert engine(), "the engine did not serve the layer"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B, H", [(1, 256), (8, 512), (20, 650), (16, 768), (128, 768), (256, 1024), (20, 1500)])
+def test_gpu_plans_fit_the_grid_and_work_the_batch_in_parallel(cell, B, H):
+    """Every candidate: grid within the SMs, batch rows in parallel (no serial loop: one tile each),
+    product rows >= 16 (tl.dot), K covered by at most four power-of-two chunks."""
+    from kernels.persistent import plan as P
+
+    for dtype_bytes in (2, 4):
+        for p in P.gpu_plans(P.CELLS[cell], B, H, dtype_bytes, 132, "default"):
+            assert p.programs <= 132 and p.rows >= 16
+            assert p.tiles * p.block_b >= B and p.slices * p.block_j >= H
+            assert p.k_total >= H
+            if p.stream_k:
+                assert p.k_total % p.stream_k == 0
+            else:
+                assert all(k & (k - 1) == 0 for k in p.k_chunks if k)
+                assert p.block_b * max(p.k_chunks) <= P.H_CHUNK_ELEMENTS
+
+
+@pytest.mark.parametrize("H, chunk_max, chunks", [(1, 512, (16, 0, 0, 0)), (33, 512, (32, 16, 0, 0)),
+                                                  (115, 512, (64, 32, 16, 16)), (768, 512, (512, 256, 0, 0)),
+                                                  (1500, 512, (512, 512, 256, 256)), (768, 128, None)])
+def test_k_chunks_are_powers_of_two_covering_h(H, chunk_max, chunks):
+    from kernels.persistent.plan import k_chunks
+
+    assert k_chunks(H, chunk_max) == chunks
+
+
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("gru", 3), ("rnn_tanh", 1)])
+def test_interleaved_rows(cell, gates):
+    """Row (slice, unit, gate) of the reordered copy is W_hh's row gate*H + slice*BLOCK_J + unit;
+    the GRU's fourth gate, units past H and K past H are zero."""
+    from kernels.persistent import plan as P
+
+    H = 10
+    w = torch.randn(gates * H, H)
+    p = P.gpu_plans(P.CELLS[cell], 1, H, 4, 132, "default")[0]
+    rows_per_unit = P.ROWS_PER_UNIT[p.cell]
+    rows = P.interleave(w, p).view(p.slices, p.block_j, rows_per_unit, p.k_total)
+    for s in range(p.slices):
+        for unit in range(p.block_j):
+            for gate in range(rows_per_unit):
+                j = s * p.block_j + unit
+                expected = w[gate * H + j] if j < H and gate < gates else torch.zeros(H)
+                assert torch.equal(rows[s, unit, gate, :H], expected)
+    assert not rows[..., H:].any(), "padding must be zero"
+
+
+# --- never a crash ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_failing_launch_falls_back_to_the_step_kernels(cell, engine, monkeypatch, caplog):
+    """Whatever a launch reports (here OutOfResources, as the H1500 fp32 layer did on the H200), the
+    layer runs the per-step kernels, logs the reason once, and does not retry the engine for that shape."""
+    from triton.runtime.errors import OutOfResources
+
+    from kernels.persistent import run
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(1)
+        raise OutOfResources(425984, 232448, "shared memory")
+
+    monkeypatch.setattr(run, "forward_launch", refuse)
+    monkeypatch.setattr(run, "mark_failed", run.mark_failed.original)
+    monkeypatch.setattr(run, "_logged", set())
+    with caplog.at_level(logging.WARNING):
+        check(cell, 3, 4, 5, 7, torch.float32)
+        check(cell, 3, 4, 5, 7, torch.float32)
+    assert len(calls) == 1, "the engine was tried again after it failed for this shape"
+    assert not engine()
+    assert any(r["cell"] == _family(cell) and r["path"] == "step" for r in paths.snapshot())
+    messages = [r.getMessage() for r in caplog.records if "OutOfResources" in r.getMessage()]
+    assert len(messages) == 1 and "per-step kernels" in messages[0], messages
+
+
+def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch):
+    """On a GPU `choose` compiles each candidate; a compiler error or a spill moves to the next, and
+    with none left the reason names each candidate (no exception)."""
+    from triton.runtime.errors import OutOfResources
+
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    class Props:
+        multi_processor_count = 132
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    tried = []
+
+    def compile_fits(p, dtype, device, sms):
+        tried.append(p)
+        if len(tried) == 1:
+            raise OutOfResources(425984, 232448, "shared memory")
+        if len(tried) == 2:
+            return False, "forward: spills 8 B of registers to local memory at every step"
+        return True, ""
+
+    monkeypatch.setattr(run, "_compile_fits", compile_fits)
+    monkeypatch.setattr(run, "_chosen", {})
+    run._gpu_choice.cache_clear()
+    try:
+        p, reason = run.choose(P.LSTM, 20, 1500, torch.float32, torch.device("cuda"), interpreted=False)
+        candidates = P.gpu_plans(P.LSTM, 20, 1500, 4, 132, "default")
+        if len(candidates) >= 3:
+            assert p == candidates[2] and reason == ""
+        else:
+            assert p is None and "OutOfResources" in reason
+        monkeypatch.setattr(run, "_compile_fits", lambda *a: (False, "does not fit"))
+        monkeypatch.setattr(run, "_chosen", {})
+        run._gpu_choice.cache_clear()
+        p, reason = run.choose(P.GRU, 20, 1500, torch.float32, torch.device("cuda"), interpreted=False)
+        assert p is None and reason
+    finally:
+        run._gpu_choice.cache_clear()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_keeps_no_history(cell, engine, monkeypatch):
+    """Without a gradient to compute the engine allocates h (the output) and, for the LSTM, the last c:
+    no gates, no c history; the outputs equal the training forward's."""
+    from kernels.persistent import run
+
+    allocations = []
+    original = run._new
+    monkeypatch.setattr(run, "_new", lambda poison, shape, dtype, device: (allocations.append(shape),
+                                                                            original(poison, shape, dtype, device))[1])
+    T, B, I, H = 4, 3, 5, 6
+    layer = {"lstm": lstm_tests, "gru": gru_tests}.get(cell, rnn_tests)
+    case = layer.Case(B=B, T=T, I=I, H=H, **({"nonlinearity": cell.split("_")[1]} if "rnn" in cell else {}))
+    inputs = {k: v.requires_grad_() if v is not None else None for k, v in layer.make_inputs(case, DEVICE).items()}
+    fn = {"lstm": "kernels.lstm.function:lstm_layer", "gru": "kernels.gru.function:gru_layer"}.get(
+        cell, "kernels.rnn.function:rnn_layer")
+    module, _, name = fn.partition(":")
+    import functools
+    import importlib
+
+    layer_fn = getattr(importlib.import_module(module), name)
+    if "rnn" in cell:
+        layer_fn = functools.partial(layer_fn, nonlinearity=cell.split("_")[1])
+    trained = [t.detach() for t in layer_fn(*inputs.values())]
+    allocations.clear()
+    with torch.no_grad():
+        out = layer_fn(*inputs.values())
+    assert (T, B, 4 * H) not in allocations and (T + 1, B, H) in allocations
+    if cell == "lstm":
+        assert sorted(allocations) == sorted([(T + 1, B, H), (1, B, H)]), "h and the last c only"
+    for a, b in zip(out, trained):
+        assert torch.equal(a, b), "inference and training forward run the same kernels"
+
+
+def test_engine_off_runs_the_step_kernels(monkeypatch, engine):
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "0")
+    check("gru", 3, 4, 5, 7, torch.float32)
+    assert not engine()
+    assert any(r["path"] == "step" for r in paths.snapshot())
+
+
+def test_unknown_variant_is_refused(monkeypatch):
+    from kernels.persistent import plan as P
+
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT_VARIANT", "fastest")
+    with pytest.raises(ValueError, match="LIGHTNING_RNN_PERSISTENT_VARIANT must be one of"):
+        P.variant_name()
+
+
+# --- on a GPU --------------------------------------------------------------------------------------------
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("shape", [(16, 64, 32, 768), (3, 7, 17, 17), (128, 9, 8, 256), (20, 9, 8, 650)],
+                         ids=lambda s: "B{}-T{}-I{}-H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS)
+def test_engine_matches_reference_gpu(cell, shape, dtype, engine):
+    check(cell, *shape, dtype, device="cuda")
+    assert engine(), "the engine did not serve the layer"
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["barrier-load", "barrier-flags", "split", "h16", "swap", "fast", "fast-swap"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_variant_matches_reference_gpu(cell, variant, engine):
+    from kernels.persistent import use_variant
+
+    with use_variant(variant):
+        check(cell, 16, 33, 8, 768, torch.bfloat16, device="cuda")
+    assert engine()
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell, H, dtype", [("lstm", 768, torch.bfloat16), ("lstm", 1024, torch.bfloat16),
+                                            ("gru", 768, torch.bfloat16), ("rnn_tanh", 768, torch.bfloat16),
+                                            ("lstm", 768, torch.float32)])
+def test_engine_chosen_at_target_gpu(cell, H, dtype):
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    p, reason = run.choose(P.CELLS[cell], 16, H, dtype, torch.device("cuda"), interpreted=False)
+    if torch.cuda.get_device_properties(0).multi_processor_count >= 128:
+        assert p is not None, reason
