@@ -13,13 +13,14 @@ from lightning_rnn.bench import gpu_check
 def test_dry_run_runs_every_step_and_writes_results(tmp_path):
     assert gpu_check.main([str(tmp_path), "--dry-run"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [s["step"] for s in summary["steps"]] == ["gpu-tests", "resources", "bench-target-persistent"]
+    assert [s["step"] for s in summary["steps"]] == ["gpu-tests", "resources", "bench-target"]
     assert all(s["returncode"] == 0 and (tmp_path / s["log"]).exists() for s in summary["steps"])
     assert (tmp_path / "gpu-tests.xml").exists()
     resources = json.loads((tmp_path / "resources.json").read_text())
     if resources["offline"] == "ok":
         kernels = {r["kernel"] for r in resources["rows"]}
-        assert {"lstm.step.forward", "lstm.persistent.backward"} <= kernels
-        assert all(r["fits"] for r in resources["rows"])
-    bench = json.loads((tmp_path / "target-persistent" / "results.json").read_text())
-    assert any(r["provider"] == "triton" and r["status"] == "ok" for r in bench["results"])
+        assert {"lstm.step.forward", "lstm.engine.backward", "gru.engine.forward", "rnn_relu.engine.backward"} <= kernels
+        assert all(r["fits"] for r in resources["rows"] if r["chosen"]), "the dispatcher launches what fits"
+    bench = json.loads((tmp_path / "target" / "results.json").read_text())
+    rows = [r for r in bench["results"] if r["provider"] == "triton" and r["status"] == "ok"]
+    assert rows and all("persistent" in r["impl"] for r in rows), "the engine is the default path"

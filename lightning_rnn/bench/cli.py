@@ -6,6 +6,8 @@ for the LSTM (default), the GRU and the Elman RNN (--cell lstm,gru,rnn).
     python -m lightning_rnn.bench --preset cpu-smoke       # tiny, seconds on a CPU
     python -m lightning_rnn.bench --batch 16,32 --hidden 512 --seq-len 256 --dtype bf16 --modes fwd
     python -m lightning_rnn.bench --preset target --cell gru,rnn   # the GRU and Elman kernels vs cuDNN
+    python -m lightning_rnn.bench --preset variants --out DIR      # every persistent-engine variant
+                                                           # (lightning_rnn.bench.variants; --dry-run on a CPU)
     lightning-rnn bench ...                                # the same (lightning_rnn.cli dispatches here)
 
 Writes results.json, results.csv and plot.png to benchmarks/results/<name>/ (or --out) and
@@ -34,6 +36,9 @@ PRESETS: dict[str, dict] = {
     "cpu-autocast": {"batch": [20, 32], "hidden": [200, 256], "seq_len": [35], "layers": [2], "dtype": ["float32"],
                      "providers": ["torch", "autocast"], "modes": ["fwdbwd"], "threads": 1},
 }
+#: Presets with a harness of their own: `--preset NAME` hands every other argument to that module's
+#: main(argv, program) (see its --help).
+DELEGATED_PRESETS: dict[str, str] = {"variants": "lightning_rnn.bench.variants"}
 DEFAULTS = {"cell": ["lstm"], "providers": ["triton", "fallback", "torch", "naive"], "modes": ["fwd", "fwdbwd"],
             "warmup": 25.0, "rep": 100.0}
 
@@ -46,9 +51,10 @@ def _list(kind: type):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightning-rnn bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS),
+    p.add_argument("--preset", choices=sorted([*PRESETS, *DELEGATED_PRESETS]),
                    help="named configuration (default: target on CUDA, cpu-smoke on the CPU); "
-                        "the list options below override its fields")
+                        "the list options below override its fields. 'variants' runs "
+                        "lightning_rnn.bench.variants with the other arguments (see its --help)")
     helps = {"--input-size": "default: = hidden", "--dtype": "float32|float16|bfloat16 (fp32, fp16, bf16)",
              "--providers": "triton,fallback,torch,naive,autocast (default: the first four)", "--modes": "fwd,fwdbwd (default: both)",
              "--cell": "lstm|gru|rnn (Elman, tanh), default lstm"}
@@ -102,8 +108,24 @@ def _plot(payload: dict, path: Path) -> Path | None:
         return None
 
 
+def _delegated_preset(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(preset, the other arguments) where `--preset` names a harness of its own, else None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    known, rest = pre.parse_known_args(argv)
+    return (known.preset, rest) if known.preset in DELEGATED_PRESETS else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    delegated = _delegated_preset(argv)
+    if delegated is not None:
+        import importlib
+
+        from lightning_rnn.bench.report import _program
+
+        preset, rest = delegated
+        return importlib.import_module(DELEGATED_PRESETS[preset]).main(rest, program=[*_program(), "--preset", preset])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

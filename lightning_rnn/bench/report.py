@@ -114,9 +114,11 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def write_csv(path: Path, rows: list[dict], meta: dict) -> None:
+def write_csv(path: Path, rows: list[dict], meta: dict, fields: Sequence[str] = CSV_FIELDS) -> None:
+    """One line per row (the columns `fields`, then the metadata columns CSV_META)."""
+    fields = tuple(fields) + tuple(k for k in CSV_META if k not in fields)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         per_row = {k: meta.get(k) for k in CSV_META}
         per_row["path_env"] = format_path_env(meta.get("path_env") or {})

@@ -40,6 +40,7 @@ class Config:
     interpreter: bool = False
     seed: int = 0
     log: Callable[[str], None] = field(default=print)
+    min_reps: int = 5  # timed calls at least, on the CPU (do_bench chooses its own on CUDA)
 
 
 def _timed_fn(forward: Callable[[Tensor], Tensor], w: Workload, mode: str,
@@ -60,7 +61,7 @@ def _timed_fn(forward: Callable[[Tensor], Tensor], w: Workload, mode: str,
 
 
 def measure(fn: Callable[[], None], device: torch.device, grads: list[Tensor],
-            warmup_ms: float, rep_ms: float) -> Timing:
+            warmup_ms: float, rep_ms: float, min_reps: int = 5) -> Timing:
     if device.type == "cuda":
         return time_cuda(fn, warmup_ms, rep_ms, grad_to_none=grads)
 
@@ -68,7 +69,7 @@ def measure(fn: Callable[[], None], device: torch.device, grads: list[Tensor],
         for t in grads:
             t.grad = None
 
-    return time_cpu(fn, warmup_ms, rep_ms, reset=reset)
+    return time_cpu(fn, warmup_ms, rep_ms, reset=reset, min_reps=min_reps)
 
 
 def _error_text(err: BaseException) -> str:
@@ -140,7 +141,7 @@ def _run_one(cfg: Config, name: str, mode: str, built, w: Workload, impl_cache: 
             if key not in impl_cache:
                 impl_cache[key] = torch_rnn_impl(fn)
             out["impl"] = impl_cache[key]
-        t = measure(fn, cfg.device, grads, cfg.warmup_ms, cfg.rep_ms)
+        t = measure(fn, cfg.device, grads, cfg.warmup_ms, cfg.rep_ms, cfg.min_reps)
         out.update(median_ms=t.median_ms, q20_ms=t.q20_ms, q80_ms=t.q80_ms, reps=t.reps, timing_method=t.method)
     except Exception as err:  # noqa: BLE001 - e.g. OOM or cuDNN bf16: record, keep sweeping
         if cfg.device.type == "cuda":
