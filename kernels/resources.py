@@ -76,10 +76,13 @@ class LaunchConfig:
     #: first whose launches all fit (the persistent engine's plans); "" for a launch that always runs.
     group: str = ""
     candidate: int = 0
+    #: ptxas' register ceiling per thread (Triton's `maxnreg`), None: its own choice. A persistent kernel
+    #: owns its SM, so it may take every register; left alone, Triton 3.6's ptxas stopped at 128 and spilled.
+    maxnreg: int | None = None
 
     def key(self) -> tuple:
         return (self.kernel, self.B, self.H, self.dtype, self.signature, self.constexprs, self.num_warps,
-                self.num_stages)
+                self.num_stages, self.maxnreg)
 
 
 @dataclass(frozen=True)
@@ -223,22 +226,24 @@ def _res_usage(cubin: bytes) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=None)
 def _compile(fn_path: str, signature: tuple, constexprs: tuple, num_warps: int, num_stages: int,
-             arch: int) -> Usage:
+             arch: int, maxnreg: int | None = None) -> Usage:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     fn = _resolve(fn_path)
     src = ASTSource(fn, dict(signature), dict(constexprs))
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": num_warps, "num_stages": num_stages})
+    options = {"num_warps": num_warps, "num_stages": num_stages}
+    if maxnreg is not None:
+        options["maxnreg"] = maxnreg
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     regs, stack = _res_usage(compiled.asm["cubin"])
     return Usage(regs=regs, spill_bytes=stack, smem_bytes=int(compiled.metadata.shared))
 
 
 def _measure_one(c: LaunchConfig, limits: DeviceLimits) -> Report:
     try:
-        usage = _compile(c.fn_path, c.signature, c.constexprs, c.num_warps, c.num_stages, limits.arch)
+        usage = _compile(c.fn_path, c.signature, c.constexprs, c.num_warps, c.num_stages, limits.arch, c.maxnreg)
     except Exception as e:  # a compile error is a finding about that configuration, not a crash
         return Report(c, None, False, f"compile failed: {type(e).__name__}: {str(e)[:300]}")
     ok, reason = fits(usage.regs, usage.smem_bytes, c.num_warps, c.programs, c.persistent, limits=limits,

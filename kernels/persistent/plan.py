@@ -35,7 +35,7 @@ H_CHUNK_ELEMENTS = 8192
 #: accumulator and the gate math; above it the plan tries more warps, then larger slices.
 WEIGHT_REGS_BUDGET = 112
 #: Elements of the programs' shares of dh one backward program loads at once (P_BLOCK x BLOCK_B x BLOCK_J).
-SHARE_ELEMENTS = 2048
+SHARE_ELEMENTS = 1024
 #: K block of a plan that streams its weights (STREAM_K).
 STREAM_BLOCK_K = 64
 
@@ -110,6 +110,10 @@ class Plan:
     num_warps: int
     variant: str = DEFAULT_VARIANT
     stream_k: int = 0  # 0: weights resident in registers; else streamed from L1/L2 in K blocks of this
+    #: ptxas' register ceiling (Triton's maxnreg), None: its own. Left alone, Triton 3.6's ptxas stopped at
+    #: 128 registers and spilled 8 B in the LSTM forward at the target; told 255 it used 172, no spill; but
+    #: told 255 it spilled in the Elman kernels it built without spills at 126-232: both are candidates.
+    maxnreg: int | None = None
 
     @property
     def p_block(self) -> int:
@@ -130,6 +134,7 @@ class Plan:
     def k_total(self) -> int:
         return sum(self.k_chunks)
 
+
     @property
     def p_pow2(self) -> int:
         return triton.next_power_of_2(self.slices)
@@ -143,7 +148,7 @@ class Plan:
         weights = f"streamed K{self.stream_k}" if self.stream_k else "resident"
         return (f"variant={self.variant} programs={self.slices}x{self.tiles} BLOCK_J={self.block_j} "
                 f"BLOCK_B={self.block_b} K={'+'.join(str(k) for k in self.k_chunks if k)} warps={self.num_warps} "
-                f"weights={weights}")
+                f"weights={weights}" + (f" maxnreg={self.maxnreg}" if self.maxnreg else ""))
 
     def constexprs(self) -> dict:
         v = VARIANTS[self.variant]
@@ -219,7 +224,9 @@ def gpu_plans(cell: int, B: int, H: int, w_bytes: int, sms: int, variant: str) -
                                  stream_k=STREAM_BLOCK_K))
     # Large batch tiles (the accumulator, the input projections and c of 128 rows) may need more threads.
     more_warps = [replace(p, num_warps=2 * p.num_warps) for p in streamed if p.block_b >= 64 and p.num_warps < 16]
-    return resident + streamed + more_warps
+    # Each plan as ptxas builds it, then with every register of the SM allowed (the program is alone there).
+    return [q for p in resident + streamed + more_warps
+            for q in (p, replace(p, maxnreg=65536 // (32 * p.num_warps) // 8 * 8 if p.num_warps > 8 else 255))]
 
 
 def with_variant(p: Plan, variant: str) -> Plan:

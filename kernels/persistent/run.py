@@ -51,7 +51,12 @@ def _cooperative_option() -> dict:
 
 
 def _options(p: P.Plan, interpreted: bool) -> dict:
-    return {} if interpreted else {"num_warps": p.num_warps, "num_stages": 1, **_cooperative_option()}
+    """Launch options: the plan's warps, no software pipelining (the loop is the time loop), every
+    register of the SM allowed where the plan says so (see Plan.maxnreg), cooperative."""
+    if interpreted:
+        return {}
+    return {"num_warps": p.num_warps, "num_stages": 1, **({"maxnreg": p.maxnreg} if p.maxnreg else {}),
+            **_cooperative_option()}
 
 
 def _forward_constexprs(p: P.Plan, save: bool, precision: str) -> dict:
@@ -255,7 +260,7 @@ def resource_configs(cell_name: str, B: int, H: int, dtype: str, sms: int, varia
     for i, p in enumerate(P.gpu_plans(cell, B, H, w_bytes, sms, variant)):
         common = dict(family=cell_name.split("_")[0], B=B, H=H, dtype=dtype, num_warps=p.num_warps, num_stages=1,
                       programs=p.programs, persistent=True, group=f"{cell_name}.engine B{B} H{H} {dtype} {variant}",
-                      candidate=i)
+                      candidate=i, maxnreg=p.maxnreg)
         for name, kernel, consts in (("forward", persistent_forward_kernel, _forward_constexprs(p, True, "ieee")),
                                      ("backward", persistent_backward_kernel, _backward_constexprs(p, "ieee"))):
             configs.append(LaunchConfig(
