@@ -21,6 +21,13 @@ def _layer():
 
 
 @pytest.fixture
+def step_kernels(monkeypatch):
+    """The per-step kernels' path (the persistent engine off): what these tests check is theirs
+    (tests/test_persistent_engine.py checks the engine's own)."""
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "0")
+
+
+@pytest.fixture
 def allocations(monkeypatch):
     """The shape and dtype of every buffer the layer allocates for its kernels."""
     function = _layer()
@@ -36,7 +43,7 @@ def allocations(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "nothing_requires_grad"])
-def test_inference_allocates_only_what_it_returns(mode, allocations, poison_kernel_buffers):
+def test_inference_allocates_only_what_it_returns(mode, allocations, poison_kernel_buffers, step_kernels):
     function = _layer()
     inputs = make_inputs(CASE, TRITON_DEVICE)
     T, B, H = CASE.T, CASE.B, CASE.H
@@ -76,7 +83,7 @@ def test_training_saves_the_output_as_h_history_and_nothing_twice():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_kernels_take_operands_in_the_compute_dtype(dtype, monkeypatch):
+def test_kernels_take_operands_in_the_compute_dtype(dtype, monkeypatch, step_kernels):
     """The input projection and h_t stay in the compute dtype (tensor cores); c and gates in fp32."""
     function = _layer()
     launches = []
@@ -157,7 +164,8 @@ def test_layer_on_a_device_that_is_not_current():
 
 
 @pytest.mark.parametrize("case", [Case(B=3, T=4, I=5, H=6), Case(B=2, T=3, I=4, H=5, proj=3)], ids=str)
-def test_cuda_graph_replay_copies_every_input_in_and_output_out(case, monkeypatch, poison_kernel_buffers):
+def test_cuda_graph_replay_copies_every_input_in_and_output_out(case, monkeypatch, poison_kernel_buffers,
+                                                               step_kernels):
     """The replay bookkeeping of kernels.lstm.graphs, with a stand-in for the CUDA graph that runs
     the recorded loop on the static buffers: a buffer not copied in (or out) would carry the
     values of the capturing call into later calls."""
@@ -176,7 +184,10 @@ def test_cuda_graph_replay_copies_every_input_in_and_output_out(case, monkeypatc
 
     monkeypatch.setattr(graphs, "_capture", fake_capture)
     R = case.proj or case.H
-    upstream = lambda: [torch.randn(case.T, case.B, R), torch.randn(case.B, R), torch.randn(case.B, case.H)]  # noqa: E731
+
+    def upstream():  # gradients of y, h_T, c_T, on the outputs' device
+        return [torch.randn(shape, device=TRITON_DEVICE) for shape in ((case.T, case.B, R), (case.B, R), (case.B, case.H))]
+
     calls = [(make_inputs(case, TRITON_DEVICE), upstream()) for _ in range(3)]
     eager = [run(function.lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
     monkeypatch.setattr(graphs, "graphs_enabled", lambda device: True)
@@ -202,7 +213,7 @@ def test_cuda_graphs_are_opt_in_and_gpu_only(monkeypatch):
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("proj", [0, 17], ids=["noproj", "P17"])
-def test_cuda_graph_replay_on_a_gpu(proj, monkeypatch):
+def test_cuda_graph_replay_on_a_gpu(proj, monkeypatch, step_kernels):
     from kernels.lstm import graphs
     from tests.test_lstm_kernel import run
 

@@ -25,6 +25,11 @@ from tests.conftest import requires_cuda
 
 DEVICE = lstm_tests.DEVICE
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+#: In 16 bits a relu pre-activation within rounding of 0 may fall on either side of the kink, which
+#: changes gradients by O(1): a max-error criterion fails a few % of draws. Here relu runs in fp32;
+#: in 16 bits it is judged (through the engine, the default) by tests/test_gru_rnn_module.py, whose
+#: reference takes our side of the kink where the pre-activation is within rounding of 0.
+RELU_16_BIT = "relu in 16 bits: judged by test_gru_rnn_module's kink-aware criterion"
 
 
 def check(cell: str, B: int, T: int, I: int, H: int, dtype: torch.dtype, bias: bool = True, device: str = DEVICE):
@@ -76,7 +81,7 @@ def test_engine_matches_reference(cell, shape, dtype, engine):
     if cell == "rnn_relu":  # unbounded relu units overflow fp16 over 33 steps (torch.nn's too)
         T = min(T, 9)
         if dtype == torch.float16:
-            pytest.skip("relu in 16 bits: see test_gru_rnn_module for the kink criterion")
+            pytest.skip(RELU_16_BIT)
     check(cell, B, T, I, H, dtype, bias=(B + H) % 2 == 0)
     assert {r["cell"] for r in engine()} == {_family(cell)}, "the engine did not serve the layer"
 
@@ -89,7 +94,7 @@ def _variant_cases():
     cases = []
     for i, variant in enumerate(VARIANTS):
         for j, cell in enumerate(CELLS):
-            dtype = (torch.float32, torch.float16)[(i + j) % 2]
+            dtype = (torch.float32, torch.float16)[(i + j) % 2] if cell != "rnn_relu" else torch.float32
             cases.append(pytest.param(variant, cell, shapes[(i + j) % len(shapes)], dtype,
                                       id=f"{variant}-{cell}-{'fp32' if dtype == torch.float32 else 'fp16'}"))
     return cases
@@ -103,6 +108,8 @@ def test_streamed_weights_match_reference(cell, dtype, engine, monkeypatch):
 
     from kernels.persistent import plan as P
 
+    if cell == "rnn_relu" and dtype == torch.float16:
+        pytest.skip(RELU_16_BIT)
     monkeypatch.setattr(P, "interpreter_plan", functools.partial(P.interpreter_plan, streamed=True))
     check(cell, 5, 4, 3, 70, dtype)  # K = 70: two K blocks of 64, the second mostly padding
     assert engine() and all("weights=streamed K64" in r["detail"] for r in engine())
@@ -312,6 +319,24 @@ def test_inference_keeps_no_history(cell, engine, monkeypatch):
         assert sorted(allocations) == sorted([(T + 1, B, H), (1, B, H)]), "h and the last c only"
     for a, b in zip(out, trained):
         assert torch.equal(a, b), "inference and training forward run the same kernels"
+
+
+@pytest.mark.parametrize("variant", ["default", "h16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_operands_in_the_compute_dtype(dtype, variant, engine, monkeypatch):
+    """The input projection and W_hh reach the engine in the compute dtype (tensor cores); h travels
+    in fp32, or in the compute dtype with `h16`; c and the saved gates are fp32."""
+    from kernels.persistent import run, use_variant
+
+    launches = []
+    original = run.forward_launch
+    monkeypatch.setattr(run, "forward_launch", lambda *a: (launches.append(a), original(*a))[1])
+    with use_variant(variant):
+        check("lstm", 3, 4, 5, 7, dtype)
+    p, xg, hs, state0, c_out, _, saved, w_rows = launches[0][:8]
+    assert xg.dtype == w_rows.dtype == dtype
+    assert hs.dtype == (dtype if variant == "h16" else torch.float32)
+    assert state0.dtype == c_out.dtype == saved.dtype == torch.float32
 
 
 def test_engine_off_runs_the_step_kernels(monkeypatch, engine):
