@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -57,7 +56,7 @@ def measure() -> list[dict]:
         model._faster_backend(x, None, True)
     finally:
         autotune.choose = original
-    rows.append({"what": "auto: cache hit in LSTM._faster_backend (detached copies, key, lookup)",
+    rows.append({"what": "auto: cache hit in LSTM._faster_backend (the key, then the lookup)",
                  "us_per_call": _per_call_us(lambda: model._faster_backend(x, None, True))})
     key = key_calls[0]
     rows.append({"what": "auto: autotune.choose cache hit alone",
@@ -75,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         out = Path(args[0])
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"device": platform.processor() or platform.machine(), "torch": torch.__version__,
-                "python": platform.python_version(), "command": "python -m lightning_rnn.bench.dispatch " + " ".join(args),
-                "threads": torch.get_num_threads()}
+        from lightning_rnn.bench.report import collect_metadata
+
+        meta = collect_metadata(torch.device("cpu"), args)
+        meta["command"] = " ".join(["python -m lightning_rnn.bench.dispatch", *args])
         (out / "results.json").write_text(json.dumps({"metadata": meta, "rows": rows}, indent=1))
     return 0
 

@@ -149,6 +149,14 @@ def _time_candidates(candidates: dict[str, Callable[[], None]], timer: Timer, de
         return {name: timer(fn) for name, fn in candidates.items()}
 
 
+def cached(key: Key, device: torch.device) -> str | None:
+    """The decision already made for `key` (this process's, or an earlier one's from disk), else None."""
+    k = _key_string(key, device)
+    if k not in _winners and not _disk_read:
+        _read_disk()
+    return _winners.get(k)
+
+
 def choose(key: Key, candidates: dict[str, Callable[[], None]], device: torch.device, default: str,
            timer: Timer | None = None) -> str:
     """The name of the fastest of `candidates` (each runs the same computation once) for `key`.

@@ -127,18 +127,23 @@ class _DropInRNNMixin(BackendChoice):
         is not extended), return gradients instead of accumulating them, and run without dropout;
         autotune leaves the random number generators as it found them.
         """
-        x = input.detach().requires_grad_(input.requires_grad)
+        time_dim = 1 if (batched and self.batch_first) else 0
+        batch = input.shape[1 - time_dim] if batched else 1
+        needs_input_grad = input.requires_grad
+        with_backward = torch.is_grad_enabled() and (needs_input_grad or any(
+            p.requires_grad for p in self.parameters()))  # type: ignore[attr-defined]
+        key = (type(self).__name__, getattr(self, "nonlinearity", None), *extra_key, self.input_size,
+               self.hidden_size, self.num_layers, self.bidirectional, getattr(self, "bias", True), batch,
+               autotune.length_bucket(input.shape[time_dim]), str(compute_dtype(input)), with_backward)
+        decided = autotune.cached(key, input.device)
+        if decided is not None:  # every call after the first for this configuration: a lookup
+            return decided
+        x = input.detach().requires_grad_(needs_input_grad)
         if isinstance(hx, Tensor):
             torch_states, stacked_states = hx.detach(), (hx.detach(),)
         else:
             torch_states = stacked_states = tuple(s.detach() for s in hx) if hx is not None else None
         wrt = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])  # type: ignore[attr-defined]
-        with_backward = torch.is_grad_enabled() and bool(wrt)
-        time_dim = 1 if (batched and self.batch_first) else 0
-        batch = input.shape[1 - time_dim] if batched else 1
-        key = (type(self).__name__, getattr(self, "nonlinearity", None), *extra_key, self.input_size,
-               self.hidden_size, self.num_layers, self.bidirectional, getattr(self, "bias", True), batch,
-               autotune.length_bucket(input.shape[time_dim]), str(compute_dtype(input)), with_backward)
 
         def timed(run):
             def fn() -> None:
