@@ -278,16 +278,12 @@ def persistent_forward_kernel(
         saved_ptr += B * 4 * H
         hs_ptr += B * H
         c_ptr += c_stride
-        last = step + 1 == n_steps  # no barrier after the last step: a one-step launch never waits
-        if SPLIT:
-            if not last:
-                _arrive(sync_ptr, pid_j, step, BARRIER)
-                x0, x1, x2, x3 = _load_x(xg_ptr, offs_b, offs_j, mask_bj, H, CELL)  # hidden behind the wait
-                _wait(sync_ptr, step, n_programs, BARRIER, P_POW2)
-        else:
-            if not last:
-                _arrive(sync_ptr, pid_j, step, BARRIER)
-                _wait(sync_ptr, step, n_programs, BARRIER, P_POW2)
+        if step + 1 < n_steps:  # no barrier after the last step: a one-step launch never waits
+            _arrive(sync_ptr, pid_j, step, BARRIER)
+            if SPLIT:  # the next step's input projection, loaded while the other programs catch up
+                x0, x1, x2, x3 = _load_x(xg_ptr, offs_b, offs_j, mask_bj, H, CELL)
+            _wait(sync_ptr, step, n_programs, BARRIER, P_POW2)
+            if not SPLIT:
                 x0, x1, x2, x3 = _load_x(xg_ptr, offs_b, offs_j, mask_bj, H, CELL)
 
 
