@@ -81,7 +81,9 @@ def collect_metadata(device: torch.device, argv: Sequence[str]) -> dict:
         # The variables that choose the kernel path (kernels.paths.PATH_ENV_VARS), None where unset;
         # each result row's `impl` and `paths` say which path then ran.
         "path_env": path_env(),
-        "git_commit": _run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"]),
+        # A copy of the tree without .git (the GPU machine's) is told its commit by LIGHTNING_RNN_GIT_COMMIT.
+        "git_commit": _run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"])
+        or os.environ.get("LIGHTNING_RNN_GIT_COMMIT"),
     }
 
 
