@@ -155,24 +155,25 @@ def backward(p: P.Plan, dy: Tensor, dstate: Tensor | None, hs: Tensor | None, cs
 # --- choosing -------------------------------------------------------------------------------------------
 
 
-def _compile_fits(p: P.Plan, dtype: torch.dtype, device: torch.device, sms: int) -> tuple[bool, str]:
-    """Compile the plan's forward and backward (no launch); apply kernels.resources.fits to them."""
+def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.device, sms: int) -> tuple[bool, str]:
+    """Compile the plan's forward (training) and backward for this B and H (no launch; Triton specializes
+    on its integer arguments, so the sizes are the layer's, the step counts ones it is not specialized
+    for) and apply kernels.resources.fits to what the compiler made. The tensors only carry dtypes."""
     from kernels.resources import fits
 
-    f32 = dict(dtype=torch.float32, device=device)
-    B, H = p.block_b * p.tiles, max(16, p.block_j)
-    w = torch.empty(p.slices * p.rows, p.k_total, dtype=dtype, device=device)
-    x, state = torch.empty(1, B, 4 * H, **f32), torch.empty(2, B, H, **f32)
-    hs = torch.empty(2, B, H, dtype=P.exchange_dtype(p.variant, dtype), device=device)
-    sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=device)
-    shares = torch.empty(2, p.slices, B, H, **f32)
+    def tiny(dtype_: torch.dtype) -> Tensor:
+        return torch.empty(16, dtype=dtype_, device=device)
+
+    f32 = tiny(torch.float32)
+    w, hs, sync = tiny(dtype), tiny(P.exchange_dtype(p.variant, dtype)), tiny(torch.int32)
     precision = dot_precision(dtype)
+    n_steps, t_last = 2, 3
     for name, fn, args, consts in (
         ("forward", persistent_forward_kernel,
-         (x, hs, state, state, x, w, state, sync, p.sync_stride, 1, B, H, p.k_total, 0),
+         (f32, hs, f32, f32, f32, w, f32, sync, p.sync_stride, n_steps, B, H, p.k_total, B * H),
          _forward_constexprs(p, True, precision)),
         ("backward", persistent_backward_kernel,
-         (state, x, x, hs, state, state, w, shares, sync, p.sync_stride, 0, 1, B, H, p.k_total),
+         (f32, f32, f32, hs, f32, f32, w, f32, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total),
          _backward_constexprs(p, precision)),
     ):
         compiled = fn.warmup(*args, grid=(p.slices, p.tiles), **consts, **_options(p, False))
@@ -198,7 +199,7 @@ def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
     reasons = []
     for p in candidates:
         try:
-            ok, reason = _compile_fits(p, dtype, device, sms)
+            ok, reason = _compile_fits(p, B, H, dtype, device, sms)
         except Exception as e:  # OutOfResources and any other compiler report: try the next, then fall back
             ok, reason = False, f"{type(e).__name__}: {str(e)[:200]}"
         if ok:
