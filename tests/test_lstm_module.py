@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -182,12 +183,17 @@ def test_auto_backend_and_fallback_reason_logged_once(caplog, monkeypatch):
 
 
 def test_triton_backend_explains_why_it_cannot_run():
-    m = LSTM(3, 4, backend="triton").double()
+    # On the device where the kernel runs (the GPU, or the CPU under the interpreter), so that the
+    # reason is the dtype and not the device.
+    m = LSTM(3, 4, backend="triton").double().to(DEVICE)
     with pytest.raises(RuntimeError, match="float64"):
-        m(torch.randn(2, 1, 3, dtype=torch.float64))
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3), [3, 2])
+        m(torch.randn(2, 1, 3, dtype=torch.float64, device=DEVICE))
+    if os.environ.get("TRITON_INTERPRET") != "1":  # a GPU session: a CPU input is refused for its device
+        with pytest.raises(RuntimeError, match="input is on the CPU and TRITON_INTERPRET=1 is not set"):
+            LSTM(3, 4, backend="triton")(torch.randn(2, 1, 3))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3, device=DEVICE), [3, 2])
     with pytest.raises(RuntimeError, match="PackedSequence"):
-        LSTM(3, 4, backend="triton")(packed)
+        LSTM(3, 4, backend="triton").to(DEVICE)(packed)
 
 
 @requires_triton_interpreter
