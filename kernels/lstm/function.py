@@ -200,7 +200,8 @@ def layer_forward(
                 plan = None
         if plan is not None:
             paths.record("lstm", "persistent", plan.describe())
-            y = hs[1:].to(dtype)  # hs itself where h was exchanged in the compute dtype (no copy)
+            # A tensor of its own (offset 0, as the custom op's fake implementation says), not a view of hs.
+            y = hs[1:].to(dtype, copy=True)
             c_T = cs[-1].to(dtype, copy=True)
             if not save:
                 return y, y[-1].clone(), c_T, None, None, None
