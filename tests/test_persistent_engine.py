@@ -101,18 +101,19 @@ def _variant_cases():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_streamed_weights_match_reference(cell, dtype, engine, monkeypatch):
-    """Plans whose weights stream from L1/L2 in K blocks (where they do not fit in registers)."""
+@pytest.mark.parametrize("dtype, stream_k", [(torch.float32, 32), (torch.float16, 64)], ids=["fp32-K32", "fp16-K64"])
+def test_streamed_weights_match_reference(cell, dtype, stream_k, engine, monkeypatch):
+    """Plans whose weights stream from L1/L2 in K blocks (where they do not fit in registers): 64 for
+    16-bit weights, 32 for fp32 (the GPU plans' blocks)."""
     import functools
 
     from kernels.persistent import plan as P
 
     if cell == "rnn_relu" and dtype == torch.float16:
         pytest.skip(RELU_16_BIT)
-    monkeypatch.setattr(P, "interpreter_plan", functools.partial(P.interpreter_plan, streamed=True))
-    check(cell, 5, 4, 3, 70, dtype)  # K = 70: two K blocks of 64, the second mostly padding
-    assert engine() and all("weights=streamed K64" in r["detail"] for r in engine())
+    monkeypatch.setattr(P, "interpreter_plan", functools.partial(P.interpreter_plan, stream_k=stream_k))
+    check(cell, 5, 4, 3, 70, dtype)  # K = 70: K blocks of 64 or 32, the last mostly padding
+    assert engine() and all(f"weights=streamed K{stream_k}" in r["detail"] for r in engine())
 
 
 @pytest.mark.parametrize("variant, cell, shape, dtype", _variant_cases())

@@ -36,7 +36,8 @@ H_CHUNK_ELEMENTS = 8192
 WEIGHT_REGS_BUDGET = 112
 #: Elements of the programs' shares of dh one backward program loads at once (P_BLOCK x BLOCK_B x BLOCK_J).
 SHARE_ELEMENTS = 1024
-#: K block of a plan that streams its weights (STREAM_K).
+#: K block of a plan that streams its weights (STREAM_K), 16-bit weights; half of it for fp32 weights (whose
+#: products run on FMA units, operands in registers: Triton 3.6 spilled the fp32 backward at 64).
 STREAM_BLOCK_K = 64
 
 
@@ -182,17 +183,16 @@ def exchange_dtype(variant: str, dtype: torch.dtype) -> torch.dtype:
     return dtype if VARIANTS[variant].h16 and dtype in (torch.float16, torch.bfloat16) else torch.float32
 
 
-def interpreter_plan(cell: int, B: int, H: int, variant: str, streamed: bool = False) -> Plan:
+def interpreter_plan(cell: int, B: int, H: int, variant: str, stream_k: int = 0) -> Plan:
     """Triton's interpreter runs programs one after another, so a barrier between two would never
-    open: one program along H (it holds all units); batch tiles are independent, so several may."""
+    open: one program along H (it holds all units); batch tiles are independent, so several may.
+    `stream_k` (tests): the weights streamed in K blocks of that size, as GPU plans may."""
     rows = ROWS_PER_UNIT[cell]
     min_rows = max(16, VARIANTS[variant].min_rows)
     block_j = max(triton.next_power_of_2(H), triton.cdiv(min_rows, rows))
     block_b = max(16, min(triton.next_power_of_2(B), 64))
-    if streamed:
-        return Plan(cell, 1, triton.cdiv(B, block_b), block_b, block_j,
-                    (triton.cdiv(H, STREAM_BLOCK_K) * STREAM_BLOCK_K, 0, 0, 0), 8, variant, stream_k=STREAM_BLOCK_K)
-    return Plan(cell, 1, triton.cdiv(B, block_b), block_b, block_j, k_chunks(H, 1 << 20), 8, variant)
+    p = Plan(cell, 1, triton.cdiv(B, block_b), block_b, block_j, k_chunks(H, 1 << 20), 8, variant)
+    return _streamed(p, H, stream_k) if stream_k else p
 
 
 def gpu_plans(cell: int, B: int, H: int, w_bytes: int, sms: int, variant: str) -> list[Plan]:
@@ -219,18 +219,20 @@ def gpu_plans(cell: int, B: int, H: int, w_bytes: int, sms: int, variant: str) -
             if warps is not None:
                 resident.append(Plan(cell, slices, tiles, block_b, block_j, chunks, warps, variant))
         if len(streamed) < 2:
-            k_total = triton.cdiv(H, STREAM_BLOCK_K) * STREAM_BLOCK_K
-            streamed.append(Plan(cell, slices, tiles, block_b, block_j, (k_total, 0, 0, 0), v.num_warps, variant,
-                                 stream_k=STREAM_BLOCK_K))
-    # Large batch tiles (the accumulator, the input projections and c of 128 rows) may need more threads.
-    more_warps = [replace(p, num_warps=2 * p.num_warps) for p in streamed if p.block_b >= 64 and p.num_warps < 16]
+            streamed.append(_streamed(Plan(cell, slices, tiles, block_b, block_j, (0, 0, 0, 0), v.num_warps, variant),
+                                      H, STREAM_BLOCK_K if w_bytes == 2 else STREAM_BLOCK_K // 2))
+    # Large batch tiles (the accumulator, the input projections and c of 64-128 rows) need more threads
+    # (Triton 3.6: B256 H768 bf16 spilled at 8 warps, fitted at 16 with K blocks of 32).
+    more_warps = [_streamed(replace(p, num_warps=2 * p.num_warps), H, STREAM_BLOCK_K // 2)
+                  for p in streamed if p.block_b >= 64 and p.num_warps < 16]
     # Each plan as ptxas builds it, then with every register of the SM allowed (the program is alone there).
     return [q for p in resident + streamed + more_warps
             for q in (p, replace(p, maxnreg=65536 // (32 * p.num_warps) // 8 * 8 if p.num_warps > 8 else 255))]
 
 
-def with_variant(p: Plan, variant: str) -> Plan:
-    return replace(p, variant=variant)
+def _streamed(p: Plan, H: int, stream_k: int) -> Plan:
+    """`p` with its weights streamed in K blocks of `stream_k` (K padded to a multiple of it)."""
+    return replace(p, k_chunks=(triton.cdiv(H, stream_k) * stream_k, 0, 0, 0), stream_k=stream_k)
 
 
 def interleave(w_hh: Tensor, p: Plan) -> Tensor:
