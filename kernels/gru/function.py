@@ -14,6 +14,7 @@ from torch import Tensor
 
 from kernels import paths
 from kernels.persistent import plan as engine_plan
+from kernels.persistent import run as engine
 from kernels.rnn import common
 from kernels.rnn.common import INTERPRETED, block_sizes, empty, step_grid  # noqa: F401  (INTERPRETED: backend checks it)
 
@@ -22,8 +23,6 @@ from .triton_kernels import gru_backward_step_kernel, gru_forward_step_kernel
 
 def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
     """The launches `gru_layer` makes on a GPU for (B, H, weight dtype), for `kernels.resources`."""
-    from kernels.persistent import run as engine
-
     return [common.resource_config("gru", "forward", gru_forward_step_kernel, B, H, dtype, {"HAS_B_HN": True}),
             common.resource_config("gru", "backward", gru_backward_step_kernel, B, H, dtype, {}),
             *engine.resource_configs("gru", B, H, dtype, sms)]
@@ -40,14 +39,14 @@ class _GRULayerFunction(torch.autograd.Function):
         if bias_x is not None:
             xg += bias_x
         hs = gates = None
-        plan = common.engine_plan(engine_plan.GRU, B, H, w_hh.dtype, x.device)
+        plan = engine.plan_or_log(engine_plan.GRU, B, H, w_hh.dtype, x.device, INTERPRETED)
         if plan is not None:
             try:
-                hs, _, gates = common.engine.forward(plan, xg, h0, h0, w_hh, b_hn, save, INTERPRETED,
+                hs, _, gates = engine.forward(plan, xg, h0, h0, w_hh, b_hn, save, INTERPRETED,
                                                      common.POISON_BUFFERS)
                 paths.record("gru", "persistent", plan.describe())
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
-                common.engine_failed(engine_plan.GRU, B, H, w_hh.dtype, x.device, error)
+                engine.fall_back(engine_plan.GRU, B, H, w_hh.dtype, x.device, error)
         if hs is None:
             hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
             hs[0] = h0
@@ -81,16 +80,16 @@ class _GRULayerFunction(torch.autograd.Function):
         dhh = empty(T + 1, B, 3 * H, device=dev)
         dhh[T] = 0.0
         dxg = None
-        plan = common.engine_plan(engine_plan.GRU, B, H, w_hh.dtype, dev)
+        plan = engine.plan_or_log(engine_plan.GRU, B, H, w_hh.dtype, dev, INTERPRETED)
         if plan is not None:
             try:
-                dg = common.engine.backward(plan, dh_in, dh_direct, hs, None, gates, w_hh, INTERPRETED,
+                dg = engine.backward(plan, dh_in, dh_direct, hs, None, gates, w_hh, INTERPRETED,
                                             common.POISON_BUFFERS)  # d(r, z) pre, d(n's input part), d(hn)
                 dxg = dg[..., : 3 * H]
                 dhh[:T, :, : 2 * H] = dg[..., : 2 * H]
                 dhh[:T, :, 2 * H:] = dg[..., 3 * H:]
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
-                common.engine_failed(engine_plan.GRU, B, H, w_hh.dtype, dev, error)
+                engine.fall_back(engine_plan.GRU, B, H, w_hh.dtype, dev, error)
                 dh_direct.zero_()
         hs = hs.float()  # the engine may have exchanged h in 16 bits
         if dxg is None:

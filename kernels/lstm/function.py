@@ -71,20 +71,6 @@ def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = 
     return fit(batch, 16), fit(hidden, 32), fit(reduce, 32)
 
 
-def _engine_plan(B: int, H: int, has_proj: bool, dtype: torch.dtype, device: torch.device):
-    """The persistent engine's launch plan where it runs this layer, else None (the reason logged once)."""
-    plan, reason = engine.choose(engine_plan.LSTM, B, H, dtype, device, INTERPRETED,
-                                 unsupported="proj_size is not supported by the persistent engine" if has_proj else None)
-    if plan is None and reason != "LIGHTNING_RNN_PERSISTENT=0":
-        engine.log_once(f"persistent LSTM not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
-    return plan
-
-
-def _engine_failed(B: int, H: int, dtype: torch.dtype, device: torch.device, error: Exception) -> None:
-    reason = engine.mark_failed(engine_plan.LSTM, B, H, dtype, device, error)
-    engine.log_once(f"persistent LSTM not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
-
-
 #: tl.dot's input_precision for the recurrent product: TF32 for fp32 operands only where the user
 #: allowed it for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32, set_float32_matmul_precision);
 #: fp16/bf16 operands go to the tensor cores either way.
@@ -191,12 +177,13 @@ def layer_forward(
         # All steps' input projection in one GEMM, in the compute dtype (fp32 accumulation inside).
         xg = (torch.addmm(bias.to(dtype), x2, w_ih.t()) if bias is not None else x2 @ w_ih.t()).view(T, B, 4 * H)
 
-        plan = _engine_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        plan = engine.plan_or_log(engine_plan.LSTM, B, H, w_hh.dtype, dev, INTERPRETED, unsupported=(
+            "proj_size is not supported by the persistent engine" if w_hr is not None else None))
         if plan is not None:
             try:
                 hs, cs, gates = engine.forward(plan, xg, h0, c0, w_hh, None, save, INTERPRETED, POISON_BUFFERS)
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
-                _engine_failed(B, H, w_hh.dtype, dev, error)
+                engine.fall_back(engine_plan.LSTM, B, H, w_hh.dtype, dev, error)
                 plan = None
         if plan is not None:
             paths.record("lstm", "persistent", plan.describe())
@@ -245,12 +232,13 @@ def layer_backward(
         dgates = _empty(T + 1, B, 4 * H, device=dev, dtype=dtype)  # the GEMMs' operand: compute dtype
         dgates[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
 
-        plan = _engine_plan(B, H, w_hr is not None, w_hh.dtype, dev)
+        plan = engine.plan_or_log(engine_plan.LSTM, B, H, w_hh.dtype, dev, INTERPRETED, unsupported=(
+            "proj_size is not supported by the persistent engine" if w_hr is not None else None))
         if plan is not None:
             try:
                 dgates[:T] = engine.backward(plan, dh_in, dc, None, cs, gates, w_hh, INTERPRETED, POISON_BUFFERS)
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
-                _engine_failed(B, H, w_hh.dtype, dev, error)
+                engine.fall_back(engine_plan.LSTM, B, H, w_hh.dtype, dev, error)
                 dc.copy_(dc_T)
                 plan = None
         if plan is None:

@@ -237,6 +237,26 @@ def mark_failed(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
     return reason
 
 
+_CELL_NAMES = {P.LSTM: "LSTM", P.GRU: "GRU", P.ELMAN_TANH: "Elman RNN (tanh)", P.ELMAN_RELU: "Elman RNN (relu)"}
+
+
+def plan_or_log(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, interpreted: bool,
+                unsupported: str | None = None) -> P.Plan | None:
+    """`choose`'s plan for the cells' wrappers; where there is none, the reason is logged once (the
+    per-step kernels run)."""
+    plan, reason = choose(cell, B, H, dtype, device, interpreted, unsupported)
+    if plan is None and reason != "LIGHTNING_RNN_PERSISTENT=0":
+        log_once(f"persistent {_CELL_NAMES[cell]} not used for B={B} H={H} {dtype}: {reason}; "
+                 "running the per-step kernels")
+    return plan
+
+
+def fall_back(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, error: Exception) -> None:
+    """An engine launch raised: log why once; this shape runs the per-step kernels from now on."""
+    reason = mark_failed(cell, B, H, dtype, device, error)
+    log_once(f"persistent {_CELL_NAMES[cell]} not used for B={B} H={H} {dtype}: {reason}; running the per-step kernels")
+
+
 # --- kernels.resources ----------------------------------------------------------------------------------
 
 

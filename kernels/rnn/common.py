@@ -1,8 +1,8 @@
 """What the Elman (kernels/rnn) and GRU (kernels/gru) step kernels share on the host side:
 tile sizes, output buffers, and whether Triton runs in its CPU interpreter.
 
-Kept apart from kernels/lstm/function.py on purpose: that file's launch policy (autotuned
-tiles, persistent kernel) is the LSTM's own and evolves separately.
+Kept apart from kernels/lstm/function.py on purpose: that file's launch policy (projection, CUDA
+graphs) is the LSTM's own. The persistent engine (kernels/persistent) is shared by all three cells.
 """
 from __future__ import annotations
 
@@ -73,25 +73,3 @@ def resource_config(family: str, name: str, kernel, B: int, H: int, dtype: str, 
                         constexprs=tuple({**constexprs, **tiles}.items()), num_warps=NUM_WARPS,
                         programs=grid[0] * grid[1], persistent=False)
 
-
-# --- the persistent engine (kernels/persistent), where it runs the layer -----------------------------
-
-from kernels.persistent import run as engine  # noqa: E402  (after the constants the engine's users read)
-
-_CELL_NAMES = {0: "LSTM", 1: "GRU", 2: "Elman RNN (tanh)", 3: "Elman RNN (relu)"}
-
-
-def engine_plan(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device):
-    """The engine's launch plan for this layer, or None (the reason logged once: the per-step kernels run)."""
-    plan, reason = engine.choose(cell, B, H, dtype, device, INTERPRETED)
-    if plan is None and reason != "LIGHTNING_RNN_PERSISTENT=0":
-        engine.log_once(f"persistent {_CELL_NAMES[cell]} not used for B={B} H={H} {dtype}: {reason}; "
-                        "running the per-step kernels")
-    return plan
-
-
-def engine_failed(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, error: Exception) -> None:
-    """The engine's launch raised: log why once; this shape runs the per-step kernels from now on."""
-    reason = engine.mark_failed(cell, B, H, dtype, device, error)
-    engine.log_once(f"persistent {_CELL_NAMES[cell]} not used for B={B} H={H} {dtype}: {reason}; "
-                    "running the per-step kernels")

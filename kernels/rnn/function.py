@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from kernels import paths
+from kernels.persistent import run as engine
+from kernels.persistent.engine import ELMAN_TANH
 
 from . import common
 from .common import INTERPRETED, block_sizes, empty, step_grid  # noqa: F401  (INTERPRETED: backend checks it)
-from kernels.persistent.engine import ELMAN_TANH
 
 from .triton_kernels import rnn_backward_step_kernel, rnn_forward_step_kernel
 
@@ -28,7 +29,7 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
     steps = [common.resource_config("rnn", f"{name}.{act}", kernel, B, H, dtype, {"NONLINEARITY": code})
              for act, code in NONLINEARITIES.items()
              for name, kernel in (("forward", rnn_forward_step_kernel), ("backward", rnn_backward_step_kernel))]
-    return steps + [c for act in NONLINEARITIES for c in common.engine.resource_configs(f"rnn_{act}", B, H, dtype, sms)]
+    return steps + [c for act in NONLINEARITIES for c in engine.resource_configs(f"rnn_{act}", B, H, dtype, sms)]
 
 
 class _RNNLayerFunction(torch.autograd.Function):
@@ -43,14 +44,14 @@ class _RNNLayerFunction(torch.autograd.Function):
             xg += bias
         hs = None
         cell = ELMAN_TANH + nonlinearity
-        plan = common.engine_plan(cell, B, H, w_hh.dtype, x.device)
+        plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED)
         if plan is not None:
             try:
-                hs = common.engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED,
+                hs = engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED,
                                            common.POISON_BUFFERS)[0]
                 paths.record("rnn", "persistent", plan.describe())
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
-                common.engine_failed(cell, B, H, w_hh.dtype, x.device, error)
+                engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
         if hs is None:
             hs = empty(T + 1, B, H, device=x.device)  # hs[t] = h_{t-1}; hs[0] = h0
             hs[0] = h0
@@ -81,13 +82,13 @@ class _RNNLayerFunction(torch.autograd.Function):
         dpre = empty(T + 1, B, H, device=x.device)
         dpre[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
         cell = ELMAN_TANH + ctx.nonlinearity
-        plan = common.engine_plan(cell, B, H, w_hh.dtype, x.device)
+        plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED)
         if plan is not None:
             try:
-                dpre[:T] = common.engine.backward(plan, dh_in, None, hs, None, None, w_hh, INTERPRETED,
+                dpre[:T] = engine.backward(plan, dh_in, None, hs, None, None, w_hh, INTERPRETED,
                                                   common.POISON_BUFFERS)
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
-                common.engine_failed(cell, B, H, w_hh.dtype, x.device, error)
+                engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
                 plan = None
         hs = hs.float()  # the engine may have exchanged h in 16 bits
         if plan is None:
