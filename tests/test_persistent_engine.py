@@ -395,3 +395,26 @@ def test_engine_chosen_at_target_gpu(cell, H, dtype):
     p, reason = run.choose(P.CELLS[cell], 16, H, dtype, torch.device("cuda"), interpreted=False)
     if torch.cuda.get_device_properties(0).multi_processor_count >= 128:
         assert p is not None, reason
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_offsets_past_2_31_gpu():
+    """T*B*4H > 2^31 elements: the kernels step their pointers, so nothing overflows 32 bits."""
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    T, B, H = 8193, 64, 1024
+    assert T * B * 4 * H > 2**31
+    dev = torch.device("cuda")
+    p, reason = run.choose(P.LSTM, B, H, torch.bfloat16, dev, interpreted=False)
+    if p is None:
+        pytest.skip(reason)
+    xg = torch.randn(T, B, 4 * H, device=dev, dtype=torch.bfloat16)
+    w = (torch.randn(4 * H, H, device=dev) / H**0.5).to(torch.bfloat16)
+    h0, c0 = torch.zeros(B, H, device=dev), torch.zeros(B, H, device=dev)
+    hs, cs, _ = run.forward(p, xg, h0, c0, w, None, True, interpreted=False)
+    # The last two steps again, from the states the long run reached, in a launch that starts there.
+    hs2, cs2, _ = run.forward(p, xg[T - 2:], hs[T - 2], cs[T - 2], w, None, True, interpreted=False)
+    torch.testing.assert_close(hs2[1:].float(), hs[T - 1:].float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cs2[1:], cs[T - 1:], atol=1e-5, rtol=1e-5)
