@@ -171,3 +171,22 @@ def test_autocast_provider_runs_fp32_fused_under_cpu_autocast():
     torch.testing.assert_close(y.float(), w.module(w.x, w.hx)[0], atol=1e-2, rtol=1e-2)
     assert prov.point_skip_reason("autocast", w.x.half()) is not None
     assert prov.point_skip_reason("autocast", w.x) is None
+
+
+def test_interpreter_after_triton_was_imported_runs_in_a_fresh_process(monkeypatch):
+    """`lightning-rnn bench --interpreter` imports Triton (through Lightning) before the benchmark can set
+    TRITON_INTERPRET, and Triton does not switch later: the benchmark reruns itself with it set."""
+    import subprocess
+    import sys
+
+    import triton  # noqa: F401  (as lightning-rnn has)
+
+    from lightning_rnn.bench import cli
+
+    calls = []
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    argv = ["--preset", "cpu-smoke", "--interpreter", "--device", "cpu", "--no-plot"]
+    assert cli.main(argv) == 0
+    [(cmd, env)] = calls
+    assert cmd == [sys.executable, "-m", "lightning_rnn.bench", *argv] and env["TRITON_INTERPRET"] == "1"

@@ -131,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    if device.type == "cpu" and args.interpreter:
+    if device.type == "cpu" and args.interpreter and os.environ.get("TRITON_INTERPRET") != "1":
+        if "triton" in sys.modules:
+            # Triton was imported without its interpreter (`lightning-rnn` imports Lightning, which imports
+            # Triton), and it does not switch later: run in a fresh Python with TRITON_INTERPRET=1 from the start.
+            import subprocess
+
+            return subprocess.call([sys.executable, "-m", "lightning_rnn.bench", *argv],
+                                   env={**os.environ, "TRITON_INTERPRET": "1"})
         # Must precede the first import of kernels.lstm.function (triton.jit reads it then).
         os.environ["TRITON_INTERPRET"] = "1"
 
