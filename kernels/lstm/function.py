@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 from typing import Callable, Sequence
 
@@ -43,8 +42,6 @@ GPU_TILES = not INTERPRETED
 #: Warps per program of the per-step kernels (what `kernels.resources` compiles them with). With 4,
 #: Triton 3.6's sm_90 build of the backward spilled 8 B; with 8 neither 3.6 nor 3.9 spills.
 STEP_NUM_WARPS = 8
-
-log = logging.getLogger(__name__)
 
 #: Tests set this to fill every buffer a kernel writes with NaN first, so that an element
 #: the kernel forgets to write shows up as NaN instead of as stale zeros.
@@ -196,16 +193,15 @@ def layer_forward(
 
         y = _empty(T, B, R, device=dev, dtype=dtype)  # h_t of every step: the output, and h_{t+1}'s input
         h_cell = _empty(T, B, H, device=dev, dtype=dtype) if w_hr is not None else y
-        keep = save
-        cs = _empty(T + 1 if keep else 2, B, H, device=dev)  # fp32; without `keep` a ping-pong pair
+        cs = _empty(T + 1 if save else 2, B, H, device=dev)  # fp32; without `save` a ping-pong pair
         cs[0] = c0
-        gates = _empty(T, B, 4 * H, device=dev) if keep else None
+        gates = _empty(T, B, 4 * H, device=dev) if save else None
         loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr}
         paths.record("lstm", "step+cuda-graphs" if graphs.graphs_enabled(dev) else "step")
         _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr"),
-                     outputs=("y", "cs", "gates", "h_cell"), keep=keep, precision=dot_precision(dtype))
+                     outputs=("y", "cs", "gates", "h_cell"), keep=save, precision=dot_precision(dtype))
 
-        c_T = cs[T if keep else T % 2].to(dtype, copy=True)
+        c_T = cs[T if save else T % 2].to(dtype, copy=True)
         if not save:
             return y, y[-1].clone(), c_T, None, None, None
         return y, y[-1].clone(), c_T, cs, gates, h_cell if w_hr is not None else None

@@ -12,7 +12,6 @@ import functools
 import logging
 
 import torch
-import triton
 from torch import Tensor
 
 from . import plan as P
