@@ -1,8 +1,9 @@
-"""Autograd wrapper around the Triton GRU step kernels: one layer, one direction, whole sequence.
+"""Autograd wrapper around the Triton GRU kernels: one layer, one direction, whole sequence.
 
 Forward:  xg = x @ W_ih^T + b_ih + [b_hr, b_hz, 0]   one GEMM for all T steps
-          for t in 0..T-1: step kernel               h_t and (r, z, n, hn)_t, hn = W_hn h + b_hn
-Backward: for t in T-1..0: step kernel               dxg_t (input parts), dhh_t (recurrent products)
+          the persistent engine (kernels/persistent): all T steps in one launch, where a plan fits;
+          else for t in 0..T-1: step kernel          h_t and (r, z, n, hn)_t, hn = W_hn h + b_hn
+Backward: the engine, or for t in T-1..0: step kernel               dxg_t (input parts), dhh_t (recurrent products)
           dx, dW_ih, dW_hh, biases, dh_0             large GEMMs over all steps
 
 Saved for backward: h and the four per-unit values r, z, n, hn, all fp32 whatever the input dtype.
@@ -43,7 +44,7 @@ class _GRULayerFunction(torch.autograd.Function):
         if plan is not None:
             try:
                 hs, _, gates = engine.forward(plan, xg, h0, h0, w_hh, b_hn, save, INTERPRETED,
-                                                     common.POISON_BUFFERS)
+                                              common.POISON_BUFFERS)
                 paths.record("gru", "persistent", plan.describe())
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(engine_plan.GRU, B, H, w_hh.dtype, x.device, error)
@@ -84,7 +85,7 @@ class _GRULayerFunction(torch.autograd.Function):
         if plan is not None:
             try:
                 dg = engine.backward(plan, dh_in, dh_direct, hs, None, gates, w_hh, INTERPRETED,
-                                            common.POISON_BUFFERS)  # d(r, z) pre, d(n's input part), d(hn)
+                                     common.POISON_BUFFERS)  # d(r, z) pre, d(n's input part), d(hn)
                 dxg = dg[..., : 3 * H]
                 dhh[:T, :, : 2 * H] = dg[..., : 2 * H]
                 dhh[:T, :, 2 * H:] = dg[..., 3 * H:]

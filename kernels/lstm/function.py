@@ -1,8 +1,9 @@
 """The Triton LSTM layer: one layer, one direction, whole sequence, forward and backward.
 
 Forward:  xg = x @ W_ih^T + b               one GEMM for all T steps
-          for t in 0..T-1: step kernel      h_t, c_t, gates_t    (+ h_t = h_t @ W_hr^T with proj_size)
-Backward: for t in T-1..0: step kernel      dgates_t, dc_{t-1}   (dh_t's recurrent part fused in)
+          the persistent engine (kernels/persistent): all T steps in one launch, where a plan fits;
+          else for t in 0..T-1: step kernel h_t, c_t, gates_t    (+ h_t = h_t @ W_hr^T with proj_size)
+Backward: the engine, or for t in T-1..0: step kernel   dgates_t, dc_{t-1} (dh_t's recurrent part fused in)
           dx, dW_ih, dW_hh, db, dW_hr       large GEMMs over all steps
 
 Each dtype runs on its own units: the GEMMs and the recurrent product take their operands in the

@@ -1,8 +1,9 @@
-"""Autograd wrapper around the Triton Elman RNN step kernels: one layer, one direction.
+"""Autograd wrapper around the Triton Elman RNN kernels: one layer, one direction.
 
 Forward:  xg = x @ W_ih^T + b_ih + b_hh     one GEMM for all T steps
-          for t in 0..T-1: step kernel      h_t = act(xg_t + h_{t-1} @ W_hh^T)
-Backward: for t in T-1..0: step kernel      dpre_t = (dy_t + dpre_{t+1} @ W_hh) * act'(h_t)
+          the persistent engine (kernels/persistent): all T steps in one launch, where a plan fits;
+          else for t in 0..T-1: step kernel h_t = act(xg_t + h_{t-1} @ W_hh^T)
+Backward: the engine, or for t in T-1..0: step kernel      dpre_t = (dy_t + dpre_{t+1} @ W_hh) * act'(h_t)
           dx, dW_ih, dW_hh, db, dh_0        large GEMMs over all steps
 
 Only h is saved for backward (act' is a function of h for tanh and relu), in fp32.
@@ -47,8 +48,7 @@ class _RNNLayerFunction(torch.autograd.Function):
         plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED)
         if plan is not None:
             try:
-                hs = engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED,
-                                           common.POISON_BUFFERS)[0]
+                hs = engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED, common.POISON_BUFFERS)[0]
                 paths.record("rnn", "persistent", plan.describe())
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
@@ -86,7 +86,7 @@ class _RNNLayerFunction(torch.autograd.Function):
         if plan is not None:
             try:
                 dpre[:T] = engine.backward(plan, dh_in, None, hs, None, None, w_hh, INTERPRETED,
-                                                  common.POISON_BUFFERS)
+                                           common.POISON_BUFFERS)
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
                 plan = None
