@@ -145,9 +145,13 @@ def test_saturated_gates_stay_finite(tiles):
     inputs["x"] = inputs["x"] * 1e4
     upstream = [torch.randn(5, 3, 7, device=DEVICE), torch.randn(3, 7, device=DEVICE)]
     ours, our_grads = run(gru_layer, inputs, torch.float32, upstream)
+    theirs, _ = run(gru_layer_reference, inputs, torch.float32, upstream)
     exact, _ = run(gru_layer_reference, inputs, torch.float64, upstream)
-    for a, r in zip(ours, exact):
-        torch.testing.assert_close(a.double(), r, atol=1e-5, rtol=1e-5)
+    # Pre-activations of ~1e4 carry fp32 rounding of ~1e-3 into any unit that is not saturated, so
+    # the output is judged as every parity test is: against torch's own fp32 error (a fixed 1e-5 failed
+    # 2 of 200 seeds by rounding alone; this criterion none of them).
+    for name, a, b, r in zip(["y", "h_T"], ours, theirs, exact):
+        assert_no_worse_than_torch(name, a, b, r)
     for name, g in our_grads.items():
         assert torch.isfinite(g).all(), name
 
