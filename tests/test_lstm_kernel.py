@@ -147,9 +147,12 @@ def test_saturated_gates_stay_finite(poison_kernel_buffers):
     upstream = [torch.randn(5, 3, 7, device=DEVICE), torch.randn(3, 7, device=DEVICE),
                 torch.randn(3, 7, device=DEVICE)]
     ours, our_grads = run(lstm_layer, inputs, torch.float32, upstream)
+    theirs, _ = run(lstm_layer_reference, inputs, torch.float32, upstream)
     exact, exact_grads = run(lstm_layer_reference, inputs, torch.float64, upstream)
-    for a, r in zip(ours, exact):
-        torch.testing.assert_close(a.double(), r, atol=1e-5, rtol=1e-5)
+    # Pre-activations of ~1e4 carry fp32 rounding of ~1e-3 into any unit that is not saturated: judged
+    # against torch's own fp32 error (a fixed 1e-5 failed 4 of 200 seeds by rounding alone; this none).
+    for name, a, b, r in zip(["y", "h_T", "c_T"], ours, theirs, exact):
+        assert_no_worse_than_torch(name, a, b, r)
     for name in exact_grads:
         assert torch.isfinite(our_grads[name]).all(), name
 
