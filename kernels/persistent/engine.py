@@ -96,6 +96,24 @@ def _w_chunk(w_ptr, K_TOTAL, k0, KC: tl.constexpr, N: tl.constexpr, KN: tl.const
 
 
 @triton.jit
+def _resident_weights(w_ptr, K_TOTAL, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+                      N: tl.constexpr, KN: tl.constexpr, KSPLIT: tl.constexpr):
+    """This program's rows of W_hh in up to four K chunks, loaded once for all steps (see `_w_chunk`,
+    `_w_split`); a chunk of width 0 is not loaded and its slot repeats the first (never used)."""
+    w0 = _w_split(_w_chunk(w_ptr, K_TOTAL, 0, K0, N, KN), K0, N, KSPLIT)
+    w1 = w0
+    w2 = w0
+    w3 = w0
+    if K1 > 0:
+        w1 = _w_split(_w_chunk(w_ptr, K_TOTAL, K0, K1, N, KN), K1, N, KSPLIT)
+    if K2 > 0:
+        w2 = _w_split(_w_chunk(w_ptr, K_TOTAL, K0 + K1, K2, N, KN), K2, N, KSPLIT)
+    if K3 > 0:
+        w3 = _w_split(_w_chunk(w_ptr, K_TOTAL, K0 + K1 + K2, K3, N, KN), K3, N, KSPLIT)
+    return w0, w1, w2, w3
+
+
+@triton.jit
 def _h_chunk(h_ptr, offs_b, mask_b, H, k0, KC: tl.constexpr, T: tl.constexpr):
     """h[b, k0:k0+KC] of the previous step, (BLOCK_B, KC), or transposed (KC, BLOCK_B) if T.
     Written by other programs: read from L2 (.cg), never a stale L1 line."""
@@ -225,13 +243,7 @@ def persistent_forward_kernel(
     # This program's rows of W_hh, loaded once for all steps, in their own dtype.
     w_ptr += pid_j * N * K_TOTAL
     if STREAM_K == 0:
-        w0 = _w_split(_w_chunk(w_ptr, K_TOTAL, 0, K0, N, not SWAP), K0, N, KSPLIT)
-        if K1 > 0:
-            w1 = _w_split(_w_chunk(w_ptr, K_TOTAL, K0, K1, N, not SWAP), K1, N, KSPLIT)
-        if K2 > 0:
-            w2 = _w_split(_w_chunk(w_ptr, K_TOTAL, K0 + K1, K2, N, not SWAP), K2, N, KSPLIT)
-        if K3 > 0:
-            w3 = _w_split(_w_chunk(w_ptr, K_TOTAL, K0 + K1 + K2, K3, N, not SWAP), K3, N, KSPLIT)
+        w0, w1, w2, w3 = _resident_weights(w_ptr, K_TOTAL, K0, K1, K2, K3, N, not SWAP, KSPLIT)
     offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     mask_bj = (offs_b < B)[:, None] & (offs_j < H)[None, :]
@@ -343,13 +355,7 @@ def persistent_backward_kernel(
     sync_ptr += tl.program_id(1) * sync_stride
     w_ptr += pid_j * N * K_TOTAL
     if STREAM_K == 0:
-        w0 = _w_chunk(w_ptr, K_TOTAL, 0, K0, N, SWAP)
-        if K1 > 0:
-            w1 = _w_chunk(w_ptr, K_TOTAL, K0, K1, N, SWAP)
-        if K2 > 0:
-            w2 = _w_chunk(w_ptr, K_TOTAL, K0 + K1, K2, N, SWAP)
-        if K3 > 0:
-            w3 = _w_chunk(w_ptr, K_TOTAL, K0 + K1 + K2, K3, N, SWAP)
+        w0, w1, w2, w3 = _resident_weights(w_ptr, K_TOTAL, K0, K1, K2, K3, N, SWAP, 1)
     W_DTYPE = w_ptr.dtype.element_ty
     offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
