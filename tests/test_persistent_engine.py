@@ -261,7 +261,7 @@ def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
     tried = []
 
-    def compile_fits(p, B, H, dtype, device, sms):
+    def compile_fits(p, B, H, dtype, device, sms, lengths=False):
         tried.append(p)
         if len(tried) == 1:
             raise OutOfResources(425984, 232448, "shared memory")

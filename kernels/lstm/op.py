@@ -26,19 +26,21 @@ def _empty_like_none(ref: Tensor) -> Tensor:
 
 @torch.library.custom_op("lightning_rnn::lstm_layer_train", mutates_args=())
 def lstm_layer_train(
-    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor], w_hr: Optional[Tensor]
+    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor], w_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y, h_T, c_T, cs, gates, h_cell) of `layer_forward(save=True)`; h_cell is empty without w_hr."""
-    y, h_T, c_T, cs, gates, h_cell = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, save=True)
+    y, h_T, c_T, cs, gates, h_cell = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, save=True, lengths=lengths)
     return y, h_T, c_T, cs, gates, h_cell if h_cell is not None else _empty_like_none(x)
 
 
 @torch.library.custom_op("lightning_rnn::lstm_layer_inference", mutates_args=())
 def lstm_layer_inference(
-    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor], w_hr: Optional[Tensor]
+    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor], w_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(y, h_T, c_T), keeping nothing for a backward."""
-    y, h_T, c_T, _, _, _ = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, save=False)
+    y, h_T, c_T, _, _, _ = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, save=False, lengths=lengths)
     return y, h_T, c_T
 
 
@@ -46,10 +48,11 @@ def lstm_layer_inference(
 def lstm_layer_backward(
     dy: Tensor, dh_T: Tensor, dc_T: Tensor, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     w_hr: Optional[Tensor], y: Tensor, cs: Tensor, gates: Tensor, h_cell: Tensor, needs: list[bool],
+    lengths: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """[dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr]; an empty tensor where needs[i] is False."""
     grads = layer_backward(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates,
-                           h_cell if w_hr is not None else None, needs)
+                           h_cell if w_hr is not None else None, needs, lengths)
     return tuple(g if g is not None else _empty_like_none(x) for g in grads)  # type: ignore[return-value]
 
 
@@ -61,7 +64,7 @@ def _forward_shapes(x: Tensor, w_hh: Tensor) -> tuple[int, int, int, int]:
 
 
 @lstm_layer_train.register_fake
-def _(x, h0, c0, w_ih, w_hh, bias, w_hr):
+def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
     T, B, H, R = _forward_shapes(x, w_hh)
     f32 = torch.float32
     h_cell = x.new_empty(T, B, H) if w_hr is not None else x.new_empty(0)
@@ -70,13 +73,13 @@ def _(x, h0, c0, w_ih, w_hh, bias, w_hr):
 
 
 @lstm_layer_inference.register_fake
-def _(x, h0, c0, w_ih, w_hh, bias, w_hr):
+def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
     T, B, H, R = _forward_shapes(x, w_hh)
     return x.new_empty(T, B, R), x.new_empty(B, R), x.new_empty(B, H)
 
 
 @lstm_layer_backward.register_fake
-def _(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs):
+def _(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs, lengths):
     T, B, H, R = _forward_shapes(x, w_hh)
     f32 = torch.float32
     shapes = [(x.shape, x.dtype), (h0.shape, x.dtype), ((B, H), f32), (w_ih.shape, x.dtype),
@@ -88,23 +91,23 @@ def _(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs):
 # Autograd: the train op's backward is the backward op; grads go back in each input's dtype.
 
 def _setup_context(ctx, inputs, output):
-    x, h0, c0, w_ih, w_hh, bias, w_hr = inputs
+    x, h0, c0, w_ih, w_hh, bias, w_hr, lengths = inputs
     y, _, _, cs, gates, h_cell = output
-    ctx.save_for_backward(x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell)
+    ctx.save_for_backward(x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, lengths)
     ctx.c0_dtype = c0.dtype
     ctx.bias_dtype = bias.dtype if bias is not None else None
     ctx.mark_non_differentiable(cs, gates, h_cell)
 
 
 def _backward(ctx, dy, dh_T, dc_T, *_unused):
-    x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell = ctx.saved_tensors
-    needs = list(ctx.needs_input_grad)
+    x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, lengths = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad)[:7]
     needs[5] = needs[5] and ctx.bias_dtype is not None
     needs[6] = needs[6] and w_hr is not None
-    grads = lstm_layer_backward(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs)
+    grads = lstm_layer_backward(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs, lengths)
     dtypes = [x.dtype, h0.dtype, ctx.c0_dtype, w_ih.dtype, w_hh.dtype, ctx.bias_dtype,
               w_hr.dtype if w_hr is not None else None]
-    return tuple(g.to(dt) if need else None for g, dt, need in zip(grads, dtypes, needs))
+    return (*(g.to(dt) if need else None for g, dt, need in zip(grads, dtypes, needs)), None)  # none for lengths
 
 
 lstm_layer_train.register_autograd(_backward, setup_context=_setup_context)
