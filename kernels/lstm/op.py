@@ -27,7 +27,7 @@ def _empty_like_none(ref: Tensor) -> Tensor:
 @torch.library.custom_op("lightning_rnn::lstm_layer_train", mutates_args=())
 def lstm_layer_train(
     x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor], w_hr: Optional[Tensor],
-    lengths: Optional[Tensor],
+    lengths: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(y, h_T, c_T, cs, gates, h_cell) of `layer_forward(save=True)`; h_cell is empty without w_hr."""
     y, h_T, c_T, cs, gates, h_cell = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, save=True, lengths=lengths)
@@ -37,7 +37,7 @@ def lstm_layer_train(
 @torch.library.custom_op("lightning_rnn::lstm_layer_inference", mutates_args=())
 def lstm_layer_inference(
     x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor], w_hr: Optional[Tensor],
-    lengths: Optional[Tensor],
+    lengths: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(y, h_T, c_T), keeping nothing for a backward."""
     y, h_T, c_T, _, _, _ = layer_forward(x, h0, c0, w_ih, w_hh, bias, w_hr, save=False, lengths=lengths)
@@ -48,7 +48,7 @@ def lstm_layer_inference(
 def lstm_layer_backward(
     dy: Tensor, dh_T: Tensor, dc_T: Tensor, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     w_hr: Optional[Tensor], y: Tensor, cs: Tensor, gates: Tensor, h_cell: Tensor, needs: list[bool],
-    lengths: Optional[Tensor],
+    lengths: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """[dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr]; an empty tensor where needs[i] is False."""
     grads = layer_backward(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates,
@@ -64,7 +64,7 @@ def _forward_shapes(x: Tensor, w_hh: Tensor) -> tuple[int, int, int, int]:
 
 
 @lstm_layer_train.register_fake
-def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
+def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths=None):
     T, B, H, R = _forward_shapes(x, w_hh)
     f32 = torch.float32
     h_cell = x.new_empty(T, B, H) if w_hr is not None else x.new_empty(0)
@@ -73,13 +73,13 @@ def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
 
 
 @lstm_layer_inference.register_fake
-def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths):
+def _(x, h0, c0, w_ih, w_hh, bias, w_hr, lengths=None):
     T, B, H, R = _forward_shapes(x, w_hh)
     return x.new_empty(T, B, R), x.new_empty(B, R), x.new_empty(B, H)
 
 
 @lstm_layer_backward.register_fake
-def _(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs, lengths):
+def _(dy, dh_T, dc_T, x, h0, w_ih, w_hh, w_hr, y, cs, gates, h_cell, needs, lengths=None):
     T, B, H, R = _forward_shapes(x, w_hh)
     f32 = torch.float32
     shapes = [(x.shape, x.dtype), (h0.shape, x.dtype), ((B, H), f32), (w_ih.shape, x.dtype),
