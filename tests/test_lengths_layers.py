@@ -28,7 +28,7 @@ DEVICE = lstm_tests.DEVICE
 def _layer(cell: str):
     """(test module, our layer function, its reference) for `cell`."""
     if cell == "lstm":
-        from kernels.lstm.function import lstm_layer
+        from kernels.lstm.op import lstm_layer
 
         return lstm_tests, lstm_layer, lstm_layer_reference
     if cell == "gru":
@@ -137,7 +137,7 @@ def test_lengths_on_the_gpu_grid_one_step_per_launch(cell, streamed, engine, mon
 
 def test_inference_with_lengths_equals_training_forward(engine):  # noqa: F811
     """Without a gradient the forward keeps no history; the final states are still each row's own."""
-    from kernels.lstm.function import lstm_layer
+    from kernels.lstm.op import lstm_layer
 
     inputs = lstm_tests.make_inputs(lstm_tests.Case(B=3, T=5, I=4, H=6), DEVICE)
     lengths = torch.tensor([2, 5, 1], device=DEVICE)

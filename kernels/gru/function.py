@@ -127,7 +127,7 @@ def gru_layer(
     lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One GRU layer over a sequence with the Triton kernels; differentiable in every argument.
-    `lengths`: per-row lengths, as for kernels.lstm.function.lstm_layer.
+    `lengths`: per-row lengths, as for kernels.lstm.op.lstm_layer.
 
     Shapes: x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih/b_hh (3H,); gate order r, z, n
     as torch.nn.GRU. Returns (y (T, B, H), h_T (B, H)) in the dtype of x.

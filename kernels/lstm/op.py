@@ -1,4 +1,5 @@
-"""The Triton LSTM layer as torch.library custom ops, so that torch.compile sees one opaque op.
+"""The Triton LSTM layer as torch.library custom ops, so that torch.compile sees one opaque op,
+and `lstm_layer`, the differentiable entry point that calls them.
 
     lightning_rnn::lstm_layer_train      forward that keeps what backward needs (differentiable)
     lightning_rnn::lstm_layer_backward   its backward
@@ -7,7 +8,7 @@
 Dynamo cannot trace into a Triton launch loop over time steps, and torch.nn.LSTM cannot be
 compiled with fullgraph=True at all; as custom ops with fake (shape-only) implementations and a
 registered autograd formula, `torch.compile(model, fullgraph=True)` works on a model using
-`lightning_rnn.nn.LSTM(backend="triton")`. `kernels.lstm.function.lstm_layer` calls these.
+`lightning_rnn.nn.LSTM(backend="triton")`. The launchers they call live in `kernels.lstm.function`.
 
 (No `from __future__ import annotations` here: custom_op reads the annotations as the schema.)
 """
@@ -111,3 +112,57 @@ def _backward(ctx, dy, dh_T, dc_T, *_unused):
 
 
 lstm_layer_train.register_autograd(_backward, setup_context=_setup_context)
+
+
+# The entry point.
+
+def _check_same_device(tensors: dict[str, Tensor | None]) -> None:
+    x = tensors["x"]
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"lstm_layer: {name} is on {t.device} but x is on {x.device}; "
+                             "the input, the states and the weights must be on one device")
+
+
+def lstm_layer(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    w_hr: Tensor | None = None,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer over a sequence with the Triton kernels; differentiable in every argument.
+    `lengths` ((B,) integer tensor, each in 1..T, or None): per-row lengths, as kernels.lengths says
+    (zero outputs past them, h_T/c_T each row's state at its last step). Not checked here: the modules
+    (lightning_rnn.nn) check what users give them (lightning_rnn.nn.validation.check_lengths).
+
+    Shapes: x (T, B, I), h0 (B, R), c0 (B, H), w_ih (4H, I), w_hh (4H, R), b_ih/b_hh (4H,),
+    w_hr (R, H) or None, with R = proj_size if w_hr is given else H.
+    Returns (y (T, B, R), h_T (B, R), c_T (B, H)) in the compute dtype: the autocast dtype under
+    `torch.autocast` (x, h0 and the weights are cast to it, as autocast does for torch.nn.LSTM;
+    gradients flow back to the original fp32 parameters), else x's dtype.
+
+    When no gradient is needed (torch.no_grad, or nothing requires grad) the forward allocates only
+    what it returns plus one step's cell state and the input projection.
+    """
+    _check_same_device({"x": x, "h0": h0, "c0": c0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh,
+                        "w_hr": w_hr})
+    device_type = x.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+    x, h0, w_ih, w_hh = x.to(dtype), h0.to(dtype), w_ih.to(dtype), w_hh.to(dtype)
+    w_hr = w_hr.to(dtype) if w_hr is not None else None
+    bias = None
+    if b_ih is not None or b_hh is not None:
+        bias = sum(b.float() for b in (b_ih, b_hh) if b is not None)
+    inputs = (x, h0, c0, w_ih, w_hh, bias, w_hr)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    inputs += (lengths.to(x.device) if lengths is not None else None,)
+    with torch.autocast(device_type, enabled=False):
+        if not needs_grad:
+            return lstm_layer_inference(*inputs)
+        y, h_T, c_T = lstm_layer_train(*inputs)[:3]
+        return y, h_T, c_T

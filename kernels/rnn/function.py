@@ -123,7 +123,7 @@ def rnn_layer(
     lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One Elman RNN layer over a sequence with the Triton kernels; differentiable in every tensor.
-    `lengths`: per-row lengths, as for kernels.lstm.function.lstm_layer.
+    `lengths`: per-row lengths, as for kernels.lstm.op.lstm_layer.
 
     Shapes: x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b_ih/b_hh (H,).
     Returns (y (T, B, H), h_T (B, H)) in the dtype of x. `nonlinearity` is "tanh" or "relu".

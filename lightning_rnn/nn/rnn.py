@@ -38,7 +38,7 @@ from .validation import check_lengths, check_matches_parameters, check_sequence_
 
 def _triton_lstm_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
                        lengths: Tensor | None = None) -> tuple[Tensor, State]:
-    from kernels.lstm.function import lstm_layer  # imports triton: only when it is going to run
+    from kernels.lstm.op import lstm_layer  # imports triton: only when it is going to run
 
     y, h, c = lstm_layer(x, state[0], state[1], *weights, lengths=lengths)
     return y, (h, c)
