@@ -22,9 +22,8 @@ from lightning_rnn.classify import command
 from lightning_rnn.classify.encoder import LengthAwareRNN
 from lightning_rnn.data.bucketing import BucketBatchSampler
 from lightning_rnn.data.pair_vocab import PAD, UNK
-from lightning_rnn.data.pairs import resolve_data_path
 from lightning_rnn.data.resumable import EpochSampler
-from lightning_rnn.data.text import default_data_root
+from lightning_rnn.data.text import default_data_root, resolve_data_path
 from tests.conftest import requires_triton_interpreter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
