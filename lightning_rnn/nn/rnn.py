@@ -127,10 +127,24 @@ class _DropInRNNMixin(BackendChoice):
             y, final = y.squeeze(1), tuple(s.squeeze(1) for s in final)
         return y, final
 
-    def _forward_any(self, input: Tensor | PackedSequence, states: tuple[Tensor, ...] | None, lengths: object,
-                     triton_layer: LayerFn, torch_forward) -> tuple[Tensor | PackedSequence, State]:
+    def _triton_layer(self) -> LayerFn:
+        """The Triton layer function of this module's cell."""
+        raise NotImplementedError
+
+    def _torch_forward_states(self, input: Tensor | PackedSequence,
+                              states: tuple[Tensor, ...] | None) -> tuple[Tensor | PackedSequence, State]:
+        """torch.nn's forward, with the states as a tuple both ways."""
+        raise NotImplementedError
+
+    def _faster_backend(self, input: Tensor, states: tuple[Tensor, ...] | None, batched: bool) -> str:
+        """What "auto" takes for this configuration on a GPU (timed once, then looked up)."""
+        return self._time_backends(input, states, batched, self._triton_layer(), self._torch_forward_states,
+                                   self._autotune_key())
+
+    def _forward_any(self, input: Tensor | PackedSequence, states: tuple[Tensor, ...] | None,
+                     lengths: object) -> tuple[Tensor | PackedSequence, State]:
         """What LSTM/GRU/RNN.forward share: a tensor (with or without lengths) or a PackedSequence, on
-        the backend chosen for it. torch_forward(input, states) -> (output, states) is torch.nn's."""
+        the backend chosen for it."""
         owner = type(self).__name__
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
@@ -146,15 +160,15 @@ class _DropInRNNMixin(BackendChoice):
         backend = self._choose_backend(input)
         if (backend == "triton" and self.backend == "auto" and lengths is None and not torch.compiler.is_compiling()
                 and autotune.autotune_enabled(input.device)):
-            backend = self.last_backend = self._time_backends(input, states, batched, triton_layer, torch_forward,
-                                                              self._autotune_key())
+            backend = self.last_backend = self._faster_backend(input, states, batched)
+        torch_forward = self._torch_forward_states
         if backend == "torch":
             if packed is not None:
                 return torch_forward(packed, states)
             if lengths is not None:
                 return torch_forward_with_lengths(torch_forward, input, states, lengths, self.batch_first)
             return torch_forward(input, states)
-        layer_fn = triton_layer if backend == "triton" else self._cell_loop()
+        layer_fn = self._triton_layer() if backend == "triton" else self._cell_loop()
         y, final = self._run_stacked(input, states, batched, layer_fn, lengths)
         return (pack_like(y, packed, self.batch_first) if packed is not None else y), final
 
@@ -259,13 +273,14 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         """torch.nn.LSTM's forward; `lengths` (our addition): per-row lengths of a padded input (see the module doc)."""
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
+        y, (h, c) = self._forward_any(input, tuple(hx) if hx is not None else None, lengths)
+        return y, (h, c)
 
-        def torch_forward(x, states):
-            y, (h, c) = self._torch_forward(x, states)
-            return y, (h, c)
+    def _triton_layer(self) -> LayerFn:
+        return _triton_lstm_layer
 
-        y, (h, c) = self._forward_any(input, tuple(hx) if hx is not None else None, lengths, _triton_lstm_layer,
-                                      torch_forward)
+    def _torch_forward_states(self, input, states):
+        y, (h, c) = self._torch_forward(input, states)
         return y, (h, c)
 
     def _torch_forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None):
@@ -283,23 +298,17 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
 class _SingleStateRNN(_DropInRNNMixin):
     """GRU and RNN: one state tensor hx; the Triton kernel of kernels/gru or kernels/rnn."""
 
-    def _triton_layer(self) -> LayerFn:
-        raise NotImplementedError
-
     def forward(  # type: ignore[override]
         self, input: Tensor | PackedSequence, hx: Tensor | None = None,
         lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         """torch.nn's forward; `lengths` (our addition): per-row lengths of a padded input (see the module doc)."""
-        nn_forward = super().forward  # torch.nn.GRU / torch.nn.RNN, next in the MRO
-
-        def torch_forward(x, states):
-            y, h = nn_forward(x, states[0] if states is not None else None)
-            return y, (h,)
-
-        y, (h,) = self._forward_any(input, (hx,) if hx is not None else None, lengths, self._triton_layer(),
-                                    torch_forward)
+        y, (h,) = self._forward_any(input, (hx,) if hx is not None else None, lengths)
         return y, h
+
+    def _torch_forward_states(self, input, states):
+        y, h = super().forward(input, states[0] if states is not None else None)  # torch.nn.GRU / RNN's
+        return y, (h,)
 
 
 class GRU(_SingleStateRNN, nn.GRU):
