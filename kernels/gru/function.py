@@ -48,7 +48,7 @@ class _GRULayerFunction(torch.autograd.Function):
             try:
                 hs, _, gates = engine.forward(plan, xg, h0, h0, w_hh, b_hn, save, INTERPRETED,
                                               common.POISON_BUFFERS, common.int32_or_none(lengths))
-                paths.record("gru", "persistent", plan.describe())
+                paths.record("gru", "persistent", plan.describe() + paths.lengths_note(lengths))
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(engine_plan.GRU, B, H, w_hh.dtype, x.device, error)
         if hs is None:
@@ -58,7 +58,7 @@ class _GRULayerFunction(torch.autograd.Function):
             b_hn32 = b_hn.float().contiguous() if b_hn is not None else xg  # (any pointer when unused)
             blocks = block_sizes(B, H, H)
             grid = step_grid(B, H, blocks)
-            paths.record("gru", "step")
+            paths.record("gru", "step", paths.lengths_note(lengths))
             valid = valid_steps(lengths, T) if lengths is not None else None
             for t in range(T):
                 gru_forward_step_kernel[grid](

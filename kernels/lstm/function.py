@@ -209,7 +209,7 @@ def layer_forward(
                 engine.fall_back(engine_plan.LSTM, B, H, w_hh.dtype, dev, error)
                 plan = None
         if plan is not None:
-            paths.record("lstm", "persistent", plan.describe())
+            paths.record("lstm", "persistent", plan.describe() + paths.lengths_note(lengths))
             # A tensor of its own (offset 0, as the custom op's fake implementation says), not a view of hs.
             h_T = hs[T].to(dtype, copy=True)  # with lengths: each row's state at its last step
             y = zero_past(hs[1:], lengths).to(dtype, copy=True)
@@ -225,7 +225,8 @@ def layer_forward(
         gates = _empty(T, B, 4 * H, device=dev) if save else None
         loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr,
                 "valid": valid_steps(lengths, T) if lengths is not None else None}
-        paths.record("lstm", "step+cuda-graphs" if graphs.graphs_enabled(dev) else "step")
+        paths.record("lstm", "step+cuda-graphs" if graphs.graphs_enabled(dev) else "step",
+                     paths.lengths_note(lengths))
         _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr", "valid"),
                      outputs=("y", "cs", "gates", "h_cell"), keep=save, precision=dot_precision(dtype))
 

@@ -51,7 +51,7 @@ class _RNNLayerFunction(torch.autograd.Function):
             try:
                 hs = engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED, common.POISON_BUFFERS,
                                     common.int32_or_none(lengths))[0]
-                paths.record("rnn", "persistent", plan.describe())
+                paths.record("rnn", "persistent", plan.describe() + paths.lengths_note(lengths))
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
         if hs is None:
@@ -59,7 +59,7 @@ class _RNNLayerFunction(torch.autograd.Function):
             hs[0] = h0
             blocks = block_sizes(B, H, H)
             grid = step_grid(B, H, blocks)
-            paths.record("rnn", "step")
+            paths.record("rnn", "step", paths.lengths_note(lengths))
             valid = valid_steps(lengths, T) if lengths is not None else None
             for t in range(T):
                 rnn_forward_step_kernel[grid](

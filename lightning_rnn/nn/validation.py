@@ -71,7 +71,8 @@ def check_lengths(owner: str, lengths: object, batch: int, T: int, device: torch
     if isinstance(lengths, (list, tuple)):
         lengths = torch.tensor(lengths)
     if not isinstance(lengths, Tensor):
-        raise ValueError(f"{owner}: lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+        raise ValueError(f"{owner}: lengths must be a 1-D integer tensor or a list of ints, "
+                         f"got {type(lengths).__name__}")
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise ValueError(f"{owner}: lengths must have an integer dtype, got {lengths.dtype}")
     if lengths.shape != (batch,):
