@@ -188,17 +188,36 @@ def test_dropout_between_layers_with_lengths():
     torch.testing.assert_close(m(x, lengths=lengths)[0], m(x, lengths=lengths)[0])
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-def test_torch_backend_takes_lengths_too(kind):
-    ours_cls, theirs_cls, _ = KINDS[kind]
-    ours = ours_cls(3, 4, bidirectional=True, backend="torch").to(DEVICE)
-    theirs = theirs_cls(3, 4, bidirectional=True).to(DEVICE)
+@pytest.mark.parametrize("kind, batch_first", [("LSTM", False), ("GRU", True), ("RNN-relu", False)])
+def test_torch_backend_takes_lengths_too(kind, batch_first, monkeypatch):
+    """backend="torch" with lengths=: torch.nn on the packed batch (on a GPU), or on the CPU its fused
+    one-layer RNN in chunks between the distinct lengths (faster there than its packed RNN): the same
+    outputs, final states and gradients as torch.nn on the packed batch (float64: to rounding)."""
+    from lightning_rnn.nn import packing
+
+    ours_cls, theirs_cls, extra = KINDS[kind]
+    kwargs = dict(num_layers=2, bidirectional=True, batch_first=batch_first, **extra)
+    ours = ours_cls(3, 4, backend="torch", **kwargs).to(DEVICE).double()
+    theirs = theirs_cls(3, 4, **kwargs).to(DEVICE).double()
     theirs.load_state_dict(ours.state_dict())
-    x, lengths = torch.randn(5, 3, 3, device=DEVICE), [5, 2, 4]
-    y, h = ours(x, lengths=lengths)
-    y_ref, h_ref = theirs(pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False))
-    torch.testing.assert_close(y, pad_packed_sequence(y_ref, total_length=5)[0])
-    torch.testing.assert_close(h, h_ref)
+    packings = []
+    monkeypatch.setattr(packing, "pack_padded_sequence",
+                        lambda *a, **k: (packings.append(1), pack_padded_sequence(*a, **k))[1])
+    lengths = [4, 1, 6, 4, 2]
+    x = torch.randn((5, 6, 3) if batch_first else (6, 5, 3), device=DEVICE, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y, final = ours(x1, lengths=lengths)
+    assert bool(packings) == (DEVICE != "cpu"), "the CPU takes the chunks, a GPU packs"
+    y_ref, final_ref = theirs(pack_padded_sequence(x2, torch.tensor(lengths), batch_first=batch_first,
+                                                   enforce_sorted=False))
+    y_ref, _ = pad_packed_sequence(y_ref, batch_first=batch_first, total_length=6)
+    finals = final if isinstance(final, tuple) else (final,)
+    finals_ref = final_ref if isinstance(final_ref, tuple) else (final_ref,)
+    (y.sum() + sum((f * f).sum() for f in finals)).backward()
+    (y_ref.sum() + sum((f * f).sum() for f in finals_ref)).backward()
+    for a, b in [(y, y_ref), *zip(finals, finals_ref), (x1.grad, x2.grad),
+                 *((p.grad, q.grad) for p, q in zip(ours.parameters(), theirs.parameters()))]:
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("lengths, match", [

@@ -32,7 +32,7 @@ from .functional import (
     single_state_layer_loop,
     stacked_rnn,
 )
-from .packing import pack_like, padded_from_packed, torch_forward_with_lengths
+from .packing import chunked_torch_layer, pack_like, padded_from_packed, torch_forward_with_lengths
 from .validation import check_lengths, check_matches_parameters, check_sequence_input, check_state
 
 
@@ -136,6 +136,16 @@ class _DropInRNNMixin(BackendChoice):
         """torch.nn's forward, with the states as a tuple both ways."""
         raise NotImplementedError
 
+    def _fused_layer(self):
+        """torch's fused one-layer RNN function for this cell (torch.lstm, torch.gru, torch.rnn_tanh/relu)."""
+        raise NotImplementedError
+
+    def _chunks_serve(self, input: Tensor) -> bool:
+        """Whether torch.nn's side takes a padded batch with lengths= in chunks (packing.chunked_torch_layer)
+        rather than packed: on the CPU, where its packed RNN is the slower, outside autocast, without a
+        projection. (On a GPU cuDNN's packed RNN is fast, and the chunks would need the lengths on the host.)"""
+        return input.device.type == "cpu" and cpu_autocast_dtype(input) is None and not getattr(self, "proj_size", 0)
+
     def _faster_backend(self, input: Tensor, states: tuple[Tensor, ...] | None, batched: bool) -> str:
         """What "auto" takes for this configuration on a GPU (timed once, then looked up)."""
         return self._time_backends(input, states, batched, self._triton_layer(), self._torch_forward_states,
@@ -165,6 +175,8 @@ class _DropInRNNMixin(BackendChoice):
         if backend == "torch":
             if packed is not None:
                 return torch_forward(packed, states)
+            if lengths is not None and self._chunks_serve(input):
+                return self._run_stacked(input, states, batched, chunked_torch_layer(self._fused_layer()), lengths)
             if lengths is not None:
                 return torch_forward_with_lengths(torch_forward, input, states, lengths, self.batch_first)
             return torch_forward(input, states)
@@ -279,6 +291,9 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
     def _triton_layer(self) -> LayerFn:
         return _triton_lstm_layer
 
+    def _fused_layer(self):
+        return torch.lstm
+
     def _torch_forward_states(self, input, states):
         y, (h, c) = self._torch_forward(input, states)
         return y, (h, c)
@@ -346,6 +361,9 @@ class GRU(_SingleStateRNN, nn.GRU):
     def _triton_layer(self) -> LayerFn:
         return _triton_gru_layer
 
+    def _fused_layer(self):
+        return torch.gru
+
 
 
 class RNN(_SingleStateRNN, nn.RNN):
@@ -379,3 +397,6 @@ class RNN(_SingleStateRNN, nn.RNN):
 
     def _triton_layer(self) -> LayerFn:
         return functools.partial(_triton_rnn_layer, nonlinearity=self.nonlinearity)
+
+    def _fused_layer(self):
+        return torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
