@@ -21,7 +21,7 @@ def zero_past(y: Tensor, lengths: Tensor | None) -> Tensor:
     """y (T, B, .) with zeros past each row's length (a new tensor; y itself where no lengths)."""
     if lengths is None:
         return y
-    return y * valid_steps(lengths, y.shape[0])[..., None].to(y.dtype)
+    return torch.where(valid_steps(lengths, y.shape[0])[..., None], y, 0.0)  # (not a product: inf * 0 is NaN)
 
 
 def last_valid(seq: Tensor, lengths: Tensor) -> Tensor:
