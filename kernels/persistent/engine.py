@@ -32,7 +32,7 @@ The exchange dtype of h (fp32 or the compute dtype) is the dtype of the `hs` buf
 Lengths (HAS_LENGTHS, a per-row int32 tensor on the device): a row at a step past its length keeps h
 (and c), so the exchange buffer's last slot holds every row's h_n (torch.nn's for packed input); the
 backward gives such a step no gate gradient and passes dstate through. The host zeroes the outputs
-and dy there and adds dh_n at each row's last valid step (kernels/persistent/run.py).
+and dy there and adds dh_n at each row's last valid step (kernels/lengths.py).
 
 Every pointer is offset to the launch's first (backward: last) step on the host and moved one
 step per iteration, so no index is t * B * 4H (which passes 2^31 for long sequences).
