@@ -42,6 +42,11 @@ def record(cell: str, path: str, detail: str = "") -> None:
             _records.setdefault(key, None)
 
 
+def lengths_note(lengths: object) -> str:
+    """What a record's detail adds where the layer ran with per-row lengths (kernels.lengths)."""
+    return " lengths" if lengths is not None else ""
+
+
 def reset() -> None:
     """Forget every record (the benchmark calls this before each measurement)."""
     with _lock:

@@ -44,9 +44,9 @@ def test_cpu_autocast_runs_the_fused_lstm_in_fp32(make, dtype):
 
 
 def test_cpu_autocast_lstm_packed_sequence_and_16_bit_parameters():
-    m = lrnn.LSTM(5, 6)  # "auto": a PackedSequence goes to torch.nn
+    m = lrnn.LSTM(5, 6)  # "auto": under CPU bf16 autocast torch.nn's fused LSTM in fp32 serves a PackedSequence
     packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(4, 3, 5), [4, 2, 1])
-    y32, _ = m(packed)
+    y32, _ = torch.nn.LSTM.forward(m, packed)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y, (h, _) = m(packed)
     assert m.last_backend == "torch" and y.data.dtype == h.dtype == torch.bfloat16

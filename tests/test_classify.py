@@ -19,12 +19,11 @@ import yaml
 from lightning_rnn import cli
 from lightning_rnn.classify import SequenceClassifier, TextClassificationData, pool, read_examples
 from lightning_rnn.classify import command
-from lightning_rnn.classify.encoder import LengthAwareRNN, reverse_within_length
+from lightning_rnn.classify.encoder import LengthAwareRNN
 from lightning_rnn.data.bucketing import BucketBatchSampler
 from lightning_rnn.data.pair_vocab import PAD, UNK
-from lightning_rnn.data.pairs import resolve_data_path
 from lightning_rnn.data.resumable import EpochSampler
-from lightning_rnn.data.text import default_data_root
+from lightning_rnn.data.text import default_data_root, resolve_data_path
 from tests.conftest import requires_triton_interpreter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -190,7 +189,7 @@ def test_the_triton_backend_serves_padded_batches_with_the_same_logits():
         logits = triton(batch, lengths)
         torch.testing.assert_close(logits, reference(batch, lengths))
         torch.testing.assert_close(logits[1:], triton(batch[1:, :3], lengths[1:]))
-    assert {direction.last_backend for layer in triton.rnn.layers for direction in layer} == {"triton"}
+    assert {layer.last_backend for layer in triton.rnn.layers} == {"triton"}
 
 
 def test_the_encoder_equals_torch_nn_on_a_packed_batch():
@@ -202,7 +201,7 @@ def test_the_encoder_equals_torch_nn_on_a_packed_batch():
             for direction, suffix in enumerate(["", "_reverse"]):
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                     getattr(reference, f"{name}_l{layer}{suffix}").copy_(
-                        getattr(encoder.layers[layer][direction], f"{name}_l0"))
+                        getattr(encoder.layers[layer], f"{name}_l0{suffix}"))
     x, lengths = torch.randn(3, 6, 4), torch.tensor([6, 2, 4])
     outputs, last = encoder(x, lengths)
     packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -213,10 +212,24 @@ def test_the_encoder_equals_torch_nn_on_a_packed_batch():
 
 
 def test_reverse_within_length_leaves_the_padding_in_place_and_undoes_itself():
-    x = torch.arange(10.0).view(2, 5, 1)
+    from kernels.lengths import reverse_within
+
+    x = torch.arange(10.0).view(2, 5, 1).transpose(0, 1)  # (T, B, 1)
     lengths = torch.tensor([5, 3])
-    assert reverse_within_length(x, lengths).squeeze(-1).tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
-    torch.testing.assert_close(reverse_within_length(reverse_within_length(x, lengths), lengths), x)
+    assert reverse_within(x, lengths).squeeze(-1).t().tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
+    torch.testing.assert_close(reverse_within(reverse_within(x, lengths), lengths), x)
+
+
+def test_a_checkpoint_of_the_former_layout_loads():
+    """Before: one one-layer module per direction (layers.i.0 / layers.i.1); now one per layer."""
+    encoder = LengthAwareRNN(3, 4, num_layers=2, bidirectional=True, backend="torch")
+    old = {}
+    for key, value in encoder.state_dict().items():
+        layer, name = key.split(".")[1], key.split(".")[2]
+        direction = "1" if name.endswith("_reverse") else "0"
+        old[f"layers.{layer}.{direction}.{name.removesuffix('_reverse')}"] = value.clone() + 1
+    encoder.load_state_dict(old)
+    assert torch.equal(encoder.layers[1].weight_hh_l0_reverse, old["layers.1.1.weight_hh_l0"])
 
 
 def test_pooling_by_hand():

@@ -29,6 +29,16 @@ def test_opcheck_train_and_inference_ops(proj):
                           test_utils=("test_schema", "test_faketensor"))
 
 
+def test_opcheck_with_lengths():
+    """The ops with per-row lengths (an int64 tensor argument, no gradient)."""
+    from kernels.lstm import op
+
+    args = _layer_args(T=3, B=2, I=5, H=6, proj=0, requires_grad=True) + (torch.tensor([1, 3], device=TRITON_DEVICE),)
+    torch.library.opcheck(op.lstm_layer_train, args)
+    torch.library.opcheck(op.lstm_layer_inference, tuple(a.detach() if a is not None else None for a in args),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
 def test_opcheck_backward_op():
     from kernels.lstm import op
 

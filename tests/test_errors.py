@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from lightning_rnn import cli
-from lightning_rnn.data import GeneratedPairDataModule, TextDataModule
-from lightning_rnn.data.pair_datamodules import CharPairDataModule
+from lightning_rnn.data import TextDataModule
 from lightning_rnn.lm import LanguageModel
-from lightning_rnn.seq2seq import Seq2Seq
+from lightning_rnn.seq2seq import GeneratedPairDataModule, Seq2Seq
+from lightning_rnn.seq2seq.data import CharPairDataModule
 from tests.test_cli import CrashAtStep, tiny_fit_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

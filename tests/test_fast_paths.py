@@ -20,6 +20,12 @@ def _layer():
     return function
 
 
+def lstm_layer(*args, **kwargs):
+    from kernels.lstm.op import lstm_layer as layer  # imports triton: not at collection
+
+    return layer(*args, **kwargs)
+
+
 @pytest.fixture
 def step_kernels(monkeypatch):
     """The per-step kernels' path (the persistent engine off): what these tests check is theirs
@@ -44,19 +50,18 @@ def allocations(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["no_grad", "nothing_requires_grad"])
 def test_inference_allocates_only_what_it_returns(mode, allocations, poison_kernel_buffers, step_kernels):
-    function = _layer()
     inputs = make_inputs(CASE, TRITON_DEVICE)
     T, B, H = CASE.T, CASE.B, CASE.H
-    trained = [t.detach() for t in function.lstm_layer(*(v.requires_grad_() if v is not None else None
-                                                          for v in inputs.values()))]
+    trained = [t.detach() for t in lstm_layer(*(v.requires_grad_() if v is not None else None
+                                                for v in inputs.values()))]
     allocations.clear()
     plain = {k: v.detach() if v is not None else None for k, v in inputs.items()}
     if mode == "no_grad":
         with torch.no_grad():
-            out = function.lstm_layer(**{k: v.requires_grad_() if v is not None else None
-                                         for k, v in inputs.items()})
+            out = lstm_layer(**{k: v.requires_grad_() if v is not None else None
+                                for k, v in inputs.items()})
     else:
-        out = function.lstm_layer(**plain)
+        out = lstm_layer(**plain)
     assert sorted(allocations) == sorted([((T, B, H), torch.float32), ((2, B, H), torch.float32)]), (
         "inference should allocate the output and one c ping-pong pair, no gates or c history"
     )
@@ -66,7 +71,6 @@ def test_inference_allocates_only_what_it_returns(mode, allocations, poison_kern
 
 
 def test_training_saves_the_output_as_h_history_and_nothing_twice():
-    function = _layer()
     inputs = make_inputs(CASE, TRITON_DEVICE)
     T, B, I, H = CASE.T, CASE.B, CASE.I, CASE.H
     saved: list[tuple[int, ...]] = []
@@ -76,7 +80,7 @@ def test_training_saves_the_output_as_h_history_and_nothing_twice():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        function.lstm_layer(**{k: v.requires_grad_() if v is not None else None for k, v in inputs.items()})
+        lstm_layer(**{k: v.requires_grad_() if v is not None else None for k, v in inputs.items()})
     # x, h0, w_ih, w_hh, y (= h_1..h_T), c_0..c_T, gates, and an empty h_cell (no projection)
     expected = [(T, B, I), (B, H), (4 * H, I), (4 * H, H), (T, B, H), (T + 1, B, H), (T, B, 4 * H), (0,)]
     assert sorted(saved) == sorted(expected)
@@ -99,7 +103,7 @@ def test_kernels_take_operands_in_the_compute_dtype(dtype, monkeypatch, step_ker
     monkeypatch.setattr(function, "lstm_forward_step_kernel", Recording())
     inputs = {k: v.to(dtype).requires_grad_() if v is not None else None
               for k, v in make_inputs(CASE, TRITON_DEVICE).items()}
-    function.lstm_layer(**inputs)
+    lstm_layer(**inputs)
     args, kwargs = launches[0]
     xg, h_prev, c_prev, w_hh, h_out, c_out, gates = args[:7]
     assert xg.dtype == h_prev.dtype == w_hh.dtype == h_out.dtype == dtype
@@ -135,7 +139,7 @@ def test_launches_enter_the_inputs_device(monkeypatch):
     guarded = []
     monkeypatch.setattr(function, "device_guard", lambda d: (guarded.append(d), contextlib.nullcontext())[1])
     inputs = {k: v.requires_grad_() if v is not None else None for k, v in make_inputs(CASE, TRITON_DEVICE).items()}
-    y, _, _ = function.lstm_layer(**inputs)
+    y, _, _ = lstm_layer(**inputs)
     y.sum().backward()
     assert guarded == [inputs["x"].device] * 2, "forward and backward each launch under the input's device"
 
@@ -146,7 +150,7 @@ def test_mixing_devices_is_a_clear_error(name):
     inputs = make_inputs(Case(B=2, T=3, I=4, H=5, proj=3), "cpu")
     inputs[name] = inputs[name].to("meta")
     with pytest.raises(ValueError, match=rf"lstm_layer: {name} is on meta but x is on cpu"):
-        function.lstm_layer(**inputs)
+        lstm_layer(**inputs)
 
 
 @requires_cuda
@@ -156,7 +160,7 @@ def test_layer_on_a_device_that_is_not_current():
     function = _layer()
     torch.cuda.set_device(0)
     inputs = make_inputs(CASE, "cuda:1")
-    y, h, c = function.lstm_layer(**inputs)
+    y, h, c = lstm_layer(**inputs)
     exact = lstm_layer_reference(*(v.double() if v is not None else None for v in inputs.values()))
     assert y.device == torch.device("cuda", 1)
     torch.testing.assert_close(y.double(), exact[0], atol=1e-5, rtol=1e-5)
@@ -189,9 +193,9 @@ def test_cuda_graph_replay_copies_every_input_in_and_output_out(case, monkeypatc
         return [torch.randn(shape, device=TRITON_DEVICE) for shape in ((case.T, case.B, R), (case.B, R), (case.B, case.H))]
 
     calls = [(make_inputs(case, TRITON_DEVICE), upstream()) for _ in range(3)]
-    eager = [run(function.lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
+    eager = [run(lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
     monkeypatch.setattr(graphs, "graphs_enabled", lambda device: True)
-    graphed = [run(function.lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
+    graphed = [run(lstm_layer, inputs, torch.float32, up) for inputs, up in calls]
     assert len(captures) == 2, "forward and backward loops captured once, on their second sighting"
     for (outs, grads), (outs_g, grads_g) in zip(eager, graphed):
         for a, b in zip(outs, outs_g):
@@ -224,9 +228,9 @@ def test_cuda_graph_replay_on_a_gpu(proj, monkeypatch, step_kernels):
     calls = [(make_inputs(case, "cuda"), [torch.randn(case.T, case.B, R, device="cuda"),
                                           torch.randn(case.B, R, device="cuda"),
                                           torch.randn(case.B, case.H, device="cuda")]) for _ in range(3)]
-    eager = [run(function.lstm_layer, inputs, torch.float16, up) for inputs, up in calls]
+    eager = [run(lstm_layer, inputs, torch.float16, up) for inputs, up in calls]
     monkeypatch.setenv("LIGHTNING_RNN_CUDA_GRAPHS", "1")
-    graphed = [run(function.lstm_layer, inputs, torch.float16, up) for inputs, up in calls]
+    graphed = [run(lstm_layer, inputs, torch.float16, up) for inputs, up in calls]
     assert len(graphs._graphs) == 2
     for (outs, grads), (outs_g, grads_g) in zip(eager, graphed):
         for a, b in zip(outs, outs_g):

@@ -1,4 +1,4 @@
-"""The Triton LSTM layer (kernels.lstm.function.lstm_layer) against its PyTorch reference.
+"""The Triton LSTM layer (kernels.lstm.op.lstm_layer) against its PyTorch reference.
 
 One layer, one direction: output, final states and the gradient of every input, judged against
 a float64 run of the reference on the same (dtype-rounded) inputs with the criterion of
@@ -78,7 +78,7 @@ def run(fn, inputs, dtype, upstream):
 
 
 def check_layer_parity(case: Case, dtype: torch.dtype, device: str) -> None:
-    from kernels.lstm.function import lstm_layer
+    from kernels.lstm.op import lstm_layer
 
     inputs = make_inputs(case, device)
     R = case.proj or case.H
@@ -140,7 +140,7 @@ def test_layer_matches_reference_bf16_gpu(case, poison_kernel_buffers):
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # numpy, inside the interpreter: exp(-x) -> inf -> sigmoid 0, as wanted
 def test_saturated_gates_stay_finite(poison_kernel_buffers):
     """Huge pre-activations: a naive tanh (exp(2x)-1)/(exp(2x)+1) would give inf/inf = NaN."""
-    from kernels.lstm.function import lstm_layer
+    from kernels.lstm.op import lstm_layer
 
     inputs = make_inputs(Case(B=3, T=5, I=4, H=7), DEVICE)
     inputs["x"] = inputs["x"] * 1e4
@@ -159,7 +159,7 @@ def test_saturated_gates_stay_finite(poison_kernel_buffers):
 
 def test_autocast_fp16_casts_and_returns_grads_to_fp32_params(poison_kernel_buffers):
     """Under autocast the layer computes in the autocast dtype; parameters stay fp32."""
-    from kernels.lstm.function import lstm_layer
+    from kernels.lstm.op import lstm_layer
 
     inputs = make_inputs(Case(B=3, T=4, I=5, H=6), DEVICE)
     leaves = {k: v.requires_grad_() for k, v in inputs.items() if v is not None}

@@ -191,9 +191,6 @@ def test_triton_backend_explains_why_it_cannot_run():
     if os.environ.get("TRITON_INTERPRET") != "1":  # a GPU session: a CPU input is refused for its device
         with pytest.raises(RuntimeError, match="input is on the CPU and TRITON_INTERPRET=1 is not set"):
             LSTM(3, 4, backend="triton")(torch.randn(2, 1, 3))
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3, device=DEVICE), [3, 2])
-    with pytest.raises(RuntimeError, match="PackedSequence"):
-        LSTM(3, 4, backend="triton").to(DEVICE)(packed)
 
 
 @requires_triton_interpreter
@@ -212,16 +209,17 @@ def test_interpreter_probe_passes_here_and_a_broken_interpreter_means_fallback(m
         LSTM(3, 4, backend="triton")(x)
 
 
-def test_packed_sequence_falls_back_to_torch():
-    theirs = torch.nn.LSTM(3, 4)
-    ours = LSTM(3, 4)
+def test_packed_sequence_runs_on_the_kernels():
+    """"auto" serves a PackedSequence where Triton runs (tests/test_packed_modules.py: parity in depth)."""
+    theirs = torch.nn.LSTM(3, 4).to(DEVICE)
+    ours = LSTM(3, 4).to(DEVICE)
     ours.load_state_dict(theirs.state_dict())
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3), [3, 2])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(3, 2, 3, device=DEVICE), [3, 2])
     y, (h, _) = ours(packed)
     y_ref, (h_ref, _) = theirs(packed)
-    assert ours.last_backend == "torch"
-    torch.testing.assert_close(y.data, y_ref.data)
-    torch.testing.assert_close(h, h_ref)
+    assert ours.last_backend == "triton"
+    torch.testing.assert_close(y.data, y_ref.data, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
 
 
 def test_invalid_backend_name():

@@ -261,7 +261,7 @@ def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
     tried = []
 
-    def compile_fits(p, B, H, dtype, device, sms):
+    def compile_fits(p, B, H, dtype, device, sms, lengths=False):
         tried.append(p)
         if len(tried) == 1:
             raise OutOfResources(425984, 232448, "shared memory")
@@ -302,7 +302,7 @@ def test_inference_keeps_no_history(cell, engine, monkeypatch):
     layer = {"lstm": lstm_tests, "gru": gru_tests}.get(cell, rnn_tests)
     case = layer.Case(B=B, T=T, I=I, H=H, **({"nonlinearity": cell.split("_")[1]} if "rnn" in cell else {}))
     inputs = {k: v.requires_grad_() if v is not None else None for k, v in layer.make_inputs(case, DEVICE).items()}
-    fn = {"lstm": "kernels.lstm.function:lstm_layer", "gru": "kernels.gru.function:gru_layer"}.get(
+    fn = {"lstm": "kernels.lstm.op:lstm_layer", "gru": "kernels.gru.function:gru_layer"}.get(
         cell, "kernels.rnn.function:rnn_layer")
     module, _, name = fn.partition(":")
     import functools

@@ -67,9 +67,10 @@ def test_every_launch_the_dispatcher_makes_fits(target_rows):
 
 
 @requires_sm90_compiler
-@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("direction", ["forward", "backward", "forward.lengths", "backward.lengths"])
 def test_engine_fits_without_spills_at_target(target_rows, direction):
-    """At the target points the engine runs with its weights resident (the first candidate) on most SMs."""
+    """At the target points the engine runs with its weights resident (the first candidate) on most SMs,
+    with per-row lengths (the builds with HAS_LENGTHS, chosen apart) as without."""
     rows = [r for r in target_rows if r["kernel"] == f"lstm.engine.{direction}" and r["chosen"]]
     assert {(r["B"], r["H"], r["dtype"]) for r in rows} == set(TARGETS)
     for r in rows:

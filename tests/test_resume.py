@@ -14,11 +14,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_rnn.data import GeneratedPairDataModule, TextDataModule
+from lightning_rnn.data import TextDataModule
 from lightning_rnn.data.resumable import EpochSampler
 from lightning_rnn.interrupted import SaveOnInterrupt
 from lightning_rnn.lm import LanguageModel
-from lightning_rnn.seq2seq import Seq2Seq
+from lightning_rnn.seq2seq import GeneratedPairDataModule, Seq2Seq
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,9 +8,10 @@ import numpy
 import pytest
 
 from lightning_rnn.data.generators import DATE_ALPHABET, _formats, addition_pairs, date_pairs
-from lightning_rnn.data.pair_datamodules import CharPairDataModule, GeneratedPairDataModule, PairsFileDataModule
 from lightning_rnn.data.pair_vocab import BOS, EOS, PAD, SPECIALS, UNK, PairVocab
-from lightning_rnn.data.pairs import PairDataset, collate_pairs, read_tsv_pairs, resolve_data_path
+from lightning_rnn.data.text import resolve_data_path
+from lightning_rnn.seq2seq.data import CharPairDataModule, GeneratedPairDataModule, PairsFileDataModule
+from lightning_rnn.seq2seq.pairs import PairDataset, collate_pairs, read_tsv_pairs
 
 BOOK_FILES = ["dlfs2-seq2seq/addition.txt", "dlfs2-seq2seq/date.txt"]
 

@@ -13,14 +13,13 @@ import torch
 
 from lightning_rnn.cli import build_cli
 from lightning_rnn.cli import main as cli_main
-from lightning_rnn.data.pair_datamodules import GeneratedPairDataModule
-from lightning_rnn.data.pairs import resolve_data_path
-from lightning_rnn.seq2seq import Seq2Seq
-from lightning_rnn.seq2seq import translate
+from lightning_rnn.data.text import resolve_data_path
+from lightning_rnn.seq2seq import Seq2Seq, translate
+from lightning_rnn.seq2seq.data import GeneratedPairDataModule
 from tests.distributed import LeaveTogether
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-GENERATED = ["--data", "lightning_rnn.data.pair_datamodules.GeneratedPairDataModule"]
+GENERATED = ["--data", "lightning_rnn.seq2seq.data.GeneratedPairDataModule"]
 
 
 @pytest.mark.parametrize(
@@ -65,7 +64,7 @@ def trained_checkpoint(tmp_path_factory) -> Path:
         "model": {"class_path": "lightning_rnn.seq2seq.Seq2Seq",
                   "init_args": {"embed_dim": 16, "hidden_size": 64, "attention": "general", "lr": 0.01,
                                 "backend": "torch", "num_examples": 2}},
-        "data": {"class_path": "lightning_rnn.data.pair_datamodules.PairsFileDataModule",
+        "data": {"class_path": "lightning_rnn.seq2seq.data.PairsFileDataModule",
                  "init_args": {"train_file": str(tmp / "pairs.tsv"), "val_file": str(tmp / "pairs.tsv"),
                                "batch_size": 32}},
         "trainer": {"max_epochs": 30, "check_val_every_n_epoch": 30, "gradient_clip_val": 5.0,

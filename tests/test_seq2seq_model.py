@@ -144,6 +144,19 @@ def test_reverse_padded_keeps_padding_in_place():
     assert out.tolist() == [[3, 2, 1, 0, 0], [8, 7, 6, 5, 4]]
 
 
+def test_a_checkpoint_of_the_former_encoder_loads():
+    """Before: one one-layer module per encoder layer (encoder.1.weight_ih_l0); now one stacked module."""
+    net = Seq2SeqNet(VOCAB_SIZE, embed_dim=4, hidden_size=6, num_layers=2, backend="torch")
+    old = {}
+    for key, value in net.state_dict().items():
+        if key.startswith("encoder."):
+            name, layer = key[len("encoder."):].rsplit("_l", 1)
+            key = f"encoder.{layer}.{name}_l0"
+        old[key] = value.clone() + 1
+    net.load_state_dict(old)
+    assert torch.equal(net.encoder.weight_hh_l1, old["encoder.1.weight_hh_l0"])
+
+
 def test_empty_source_is_rejected():
     net = _random_net(0)
     with pytest.raises(ValueError, match="empty row"):

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from kernels import paths
+from kernels.lengths import grad_in, valid_steps, zero_past
 from kernels.persistent import plan as engine_plan
 from kernels.persistent import run as engine
 from kernels.rnn import common
@@ -32,7 +33,8 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
 class _GRULayerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,  # type: ignore[override]
-                bias_x: Tensor | None, b_hn: Tensor | None, save: bool) -> tuple[Tensor, Tensor]:
+                bias_x: Tensor | None, b_hn: Tensor | None, save: bool,
+                lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         T, B, I = x.shape
         H = w_hh.shape[1]
         w_hh = w_hh.contiguous()
@@ -40,12 +42,13 @@ class _GRULayerFunction(torch.autograd.Function):
         if bias_x is not None:
             xg += bias_x
         hs = gates = None
-        plan = engine.plan_or_log(engine_plan.GRU, B, H, w_hh.dtype, x.device, INTERPRETED)
+        plan = engine.plan_or_log(engine_plan.GRU, B, H, w_hh.dtype, x.device, INTERPRETED,
+                                  lengths=lengths is not None)
         if plan is not None:
             try:
                 hs, _, gates = engine.forward(plan, xg, h0, h0, w_hh, b_hn, save, INTERPRETED,
-                                              common.POISON_BUFFERS)
-                paths.record("gru", "persistent", plan.describe())
+                                              common.POISON_BUFFERS, common.int32_or_none(lengths))
+                paths.record("gru", "persistent", plan.describe() + paths.lengths_note(lengths))
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(engine_plan.GRU, B, H, w_hh.dtype, x.device, error)
         if hs is None:
@@ -55,37 +58,37 @@ class _GRULayerFunction(torch.autograd.Function):
             b_hn32 = b_hn.float().contiguous() if b_hn is not None else xg  # (any pointer when unused)
             blocks = block_sizes(B, H, H)
             grid = step_grid(B, H, blocks)
-            paths.record("gru", "step")
+            paths.record("gru", "step", paths.lengths_note(lengths))
+            valid = valid_steps(lengths, T) if lengths is not None else None
             for t in range(T):
                 gru_forward_step_kernel[grid](
                     xg[t], hs[t], w_hh, b_hn32, hs[t + 1], gates[t], B, H, w_hh.stride(0),
                     HAS_B_HN=b_hn is not None, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
                     num_warps=common.NUM_WARPS,
                 )
-        ctx.save_for_backward(x, w_ih, w_hh, hs, gates)
+                common.freeze_past_length(valid, hs, t)
+        ctx.save_for_backward(x, w_ih, w_hh, hs, gates, lengths)
         ctx.has_bias = (bias_x is not None, b_hn is not None)
         ctx.state_dtype = h0.dtype
-        y = hs[1:].to(x.dtype, copy=True)  # a copy: the caller may modify y, hs must stay intact
-        return y, y[-1].clone()
+        # Copies: the caller may modify y, hs must stay intact. hs[T] is every row's last state.
+        return zero_past(hs[1:], lengths).to(x.dtype, copy=True), hs[T].to(x.dtype, copy=True)
 
     @staticmethod
     def backward(ctx, dy: Tensor, dh_T: Tensor):  # type: ignore[override]
-        x, w_ih, w_hh, hs, gates = ctx.saved_tensors
+        x, w_ih, w_hh, hs, gates, lengths = ctx.saved_tensors
         T, B, I = x.shape
         H = w_hh.shape[1]
         dev = x.device
-        # Upstream gradients may come with any strides (e.g. transposed for batch_first).
-        dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        dh_in[T - 1] += dh_T.float()
+        dh_in = grad_in(dy, dh_T, lengths)  # with lengths: dh_T at each row's last step, dy ignored past it
         dh_direct = torch.zeros(B, H, dtype=torch.float32, device=dev)  # nothing flows in after step T-1
         dhh = empty(T + 1, B, 3 * H, device=dev)
         dhh[T] = 0.0
         dxg = None
-        plan = engine.plan_or_log(engine_plan.GRU, B, H, w_hh.dtype, dev, INTERPRETED)
+        plan = engine.plan_or_log(engine_plan.GRU, B, H, w_hh.dtype, dev, INTERPRETED, lengths=lengths is not None)
         if plan is not None:
-            try:
+            try:  # d(r, z) pre, d(n's input part), d(hn)
                 dg = engine.backward(plan, dh_in, dh_direct, hs, None, gates, w_hh, INTERPRETED,
-                                     common.POISON_BUFFERS)  # d(r, z) pre, d(n's input part), d(hn)
+                                     common.POISON_BUFFERS, common.int32_or_none(lengths))
                 dxg = dg[..., : 3 * H]
                 dhh[:T, :, : 2 * H] = dg[..., : 2 * H]
                 dhh[:T, :, 2 * H:] = dg[..., 3 * H:]
@@ -93,7 +96,7 @@ class _GRULayerFunction(torch.autograd.Function):
                 engine.fall_back(engine_plan.GRU, B, H, w_hh.dtype, dev, error)
                 dh_direct.zero_()
         hs = hs.float()  # the engine may have exchanged h in 16 bits
-        if dxg is None:
+        if dxg is None:  # (past a row's length everything the step kernel gets is zero, so is what it gives)
             dxg = empty(T, B, 3 * H, device=dev)
             blocks = block_sizes(B, H, H)
             grid = step_grid(B, H, blocks)
@@ -111,7 +114,7 @@ class _GRULayerFunction(torch.autograd.Function):
         dw_hh = (dh_all.t() @ hs[:T].reshape(T * B, H)).to(w_hh.dtype) if need[3] else None
         d_bias_x = dx_all.sum(0) if ctx.has_bias[0] and need[4] else None
         d_b_hn = dh_all[:, 2 * H:].sum(0) if ctx.has_bias[1] and need[5] else None
-        return dx, dh0, dw_ih, dw_hh, d_bias_x, d_b_hn, None
+        return dx, dh0, dw_ih, dw_hh, d_bias_x, d_b_hn, None, None
 
 
 def gru_layer(
@@ -121,8 +124,10 @@ def gru_layer(
     w_hh: Tensor,
     b_ih: Tensor | None = None,
     b_hh: Tensor | None = None,
+    lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One GRU layer over a sequence with the Triton kernels; differentiable in every argument.
+    `lengths`: per-row lengths, as for kernels.lstm.op.lstm_layer.
 
     Shapes: x (T, B, I), h0 (B, H), w_ih (3H, I), w_hh (3H, H), b_ih/b_hh (3H,); gate order r, z, n
     as torch.nn.GRU. Returns (y (T, B, H), h_T (B, H)) in the dtype of x.
@@ -147,4 +152,5 @@ def gru_layer(
         # Without a backward to come the engine keeps no r, z, n, hn history.
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                for t in (x, h0, w_ih, w_hh, bias_x, b_hn))
-        return _GRULayerFunction.apply(x, h0, w_ih, w_hh, bias_x, b_hn, save)
+        return _GRULayerFunction.apply(x, h0, w_ih, w_hh, bias_x, b_hn, save,
+                                       lengths.to(x.device) if lengths is not None else None)

@@ -12,7 +12,8 @@ fp16/bf16, so those run on the tensor cores; fp32 uses TF32 only where the user 
 (`torch.backends.cuda.matmul.allow_tf32`). The cell state and the gate math are fp32 always.
 
 `layer_forward` and `layer_backward` launch the kernels; `kernels.lstm.op` registers them as
-torch.library custom ops (autograd, torch.compile); `lstm_layer` is the public entry point.
+torch.library custom ops (autograd, torch.compile) and holds the public entry point, `op.lstm_layer`
+(the ops import the launchers, never the other way round).
 Without a gradient to compute, the forward keeps nothing for a backward (no gates, no c history).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import triton
 from torch import Tensor
 
 from kernels import paths
+from kernels.lengths import grad_in, valid_steps, zero_past
 from kernels.persistent import plan as engine_plan
 from kernels.persistent import run as engine
 
@@ -84,7 +86,8 @@ def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
 def _forward_steps(b: dict[str, Tensor], keep: bool, precision: str) -> None:
     """The forward time loop. Reads b["xg"], b["h0"], b["cs"][0], b["w_hh"] (and b["w_hr"]); writes
     b["y"], b["cs"] (all of c_1..c_T with `keep`, else a ping-pong pair), b["gates"] with `keep`,
-    and b["h_cell"] with a projection."""
+    and b["h_cell"] with a projection. With b["valid"] ((T, B) bool, kernels.lengths) a row past its
+    length keeps its h (in y) and c."""
     xg, h0, cs, w_hh, y, gates = b["xg"], b["h0"], b["cs"], b["w_hh"], b["y"], b.get("gates")
     w_hr = b.get("w_hr")
     h_cell = b["h_cell"] if w_hr is not None else y
@@ -103,25 +106,34 @@ def _forward_steps(b: dict[str, Tensor], keep: bool, precision: str) -> None:
         )
         if w_hr is not None:
             torch.mm(h_cell[t], w_hr.t(), out=y[t])
+        if "valid" in b:
+            v = b["valid"][t][:, None]
+            y[t].copy_(torch.where(v, y[t], h0 if t == 0 else y[t - 1]))
+            c_next.copy_(torch.where(v, c_next, c_prev))
 
 
 def _backward_steps(b: dict[str, Tensor], precision: str) -> None:
     """The backward time loop. Reads b["dh_in"], b["dgates"][T] (zero), b["w_hh"], b["gates"], b["cs"],
     b["dc"] (dL/dc_T); writes b["dgates"][:T], b["dc"] (dL/dc_0) and, with a projection (b["w_hr32"]),
-    b["dh_in"] (the full dL/dh_t, kept for dW_hr)."""
+    b["dh_in"] (the full dL/dh_t, kept for dW_hr). With b["valid"] a step past a row's length has no
+    gate gradients and passes dc through."""
     dh_in, dgates, w_hh, gates, cs, dc = b["dh_in"], b["dgates"], b["w_hh"], b["gates"], b["cs"], b["dc"]
     T, B, _ = dh_in.shape
     H = w_hh.shape[0] // 4
     BB, BH, BK = _block_sizes(B, H, H)
     grid = (triton.cdiv(B, BB), triton.cdiv(H, BH))
+    valid = b.get("valid")
     if "w_hr32" not in b:
         for t in range(T - 1, -1, -1):
+            dc_next = dc.clone() if valid is not None else dc
             lstm_backward_step_kernel[grid](
                 dh_in[t], dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
                 B, H, w_hh.stride(0),
                 FUSE_RECURRENT=True, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
                 num_warps=STEP_NUM_WARPS,
             )
+            if valid is not None:
+                _freeze_grads(valid[t], dgates[t], dc, dc_next)
         return
     # With a projection dh_t (B, P) must pass through W_hr before it reaches the cell, so its
     # recurrent part is a GEMM on the host instead of being fused into the kernel.
@@ -129,12 +141,21 @@ def _backward_steps(b: dict[str, Tensor], precision: str) -> None:
     for t in range(T - 1, -1, -1):
         dh_in[t].addmm_(dgates[t + 1].float(), w_hh32)  # dh_t, kept for dW_hr
         torch.mm(dh_in[t], w_hr32, out=dh_cell)
+        dc_next = dc.clone() if valid is not None else dc
         lstm_backward_step_kernel[grid](
             dh_cell, dgates[t + 1], w_hh, gates[t], cs[t + 1], cs[t], dc, dgates[t],
             B, H, w_hh.stride(0),
             FUSE_RECURRENT=False, DOT_PRECISION=precision, BLOCK_B=BB, BLOCK_H=BH, BLOCK_K=BK,
             num_warps=STEP_NUM_WARPS,
         )
+        if valid is not None:
+            _freeze_grads(valid[t], dgates[t], dc, dc_next)
+
+
+def _freeze_grads(valid: Tensor, dgates: Tensor, dc: Tensor, dc_next: Tensor) -> None:
+    """Rows past their length at this step: no gate gradients, dL/dc passes through unchanged."""
+    dgates.masked_fill_(~valid[:, None], 0.0)
+    dc.copy_(torch.where(valid[:, None], dc, dc_next))
 
 
 def _launch_loop(steps: Callable[..., None], tensors: dict[str, Tensor | None], inputs: Sequence[str],
@@ -155,9 +176,10 @@ def _launch_loop(steps: Callable[..., None], tensors: dict[str, Tensor | None], 
 
 def layer_forward(
     x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None, w_hr: Tensor | None,
-    save: bool,
+    save: bool, lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Run the layer; x, h0 and the weights share the compute dtype, c0 may be any float dtype.
+    `lengths` ((B,) int on x's device, 1..T, or None): see kernels.lengths; y is zero past them.
 
     Returns (y (T, B, R), h_T, c_T, cs, gates, h_cell). With `save` (a backward will follow),
     cs (T+1, B, H) fp32 holds c_0..c_T, gates (T, B, 4H) fp32 the activated gates and, with a
@@ -175,75 +197,87 @@ def layer_forward(
         # All steps' input projection in one GEMM, in the compute dtype (fp32 accumulation inside).
         xg = (torch.addmm(bias.to(dtype), x2, w_ih.t()) if bias is not None else x2 @ w_ih.t()).view(T, B, 4 * H)
 
+        lengths32 = lengths.to(torch.int32) if lengths is not None else None
         plan = engine.plan_or_log(engine_plan.LSTM, B, H, w_hh.dtype, dev, INTERPRETED, unsupported=(
-            "proj_size is not supported by the persistent engine" if w_hr is not None else None))
+            "proj_size is not supported by the persistent engine" if w_hr is not None else None),
+            lengths=lengths is not None)
         if plan is not None:
             try:
-                hs, cs, gates = engine.forward(plan, xg, h0, c0, w_hh, None, save, INTERPRETED, POISON_BUFFERS)
+                hs, cs, gates = engine.forward(plan, xg, h0, c0, w_hh, None, save, INTERPRETED, POISON_BUFFERS,
+                                               lengths32)
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(engine_plan.LSTM, B, H, w_hh.dtype, dev, error)
                 plan = None
         if plan is not None:
-            paths.record("lstm", "persistent", plan.describe())
+            paths.record("lstm", "persistent", plan.describe() + paths.lengths_note(lengths))
             # A tensor of its own (offset 0, as the custom op's fake implementation says), not a view of hs.
-            y = hs[1:].to(dtype, copy=True)
+            h_T = hs[T].to(dtype, copy=True)  # with lengths: each row's state at its last step
+            y = zero_past(hs[1:], lengths).to(dtype, copy=True)
             c_T = cs[-1].to(dtype, copy=True)
             if not save:
-                return y, y[-1].clone(), c_T, None, None, None
-            return y, y[-1].clone(), c_T, cs, gates, None
+                return y, h_T, c_T, None, None, None
+            return y, h_T, c_T, cs, gates, None
 
         y = _empty(T, B, R, device=dev, dtype=dtype)  # h_t of every step: the output, and h_{t+1}'s input
         h_cell = _empty(T, B, H, device=dev, dtype=dtype) if w_hr is not None else y
         cs = _empty(T + 1 if save else 2, B, H, device=dev)  # fp32; without `save` a ping-pong pair
         cs[0] = c0
         gates = _empty(T, B, 4 * H, device=dev) if save else None
-        loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr}
-        paths.record("lstm", "step+cuda-graphs" if graphs.graphs_enabled(dev) else "step")
-        _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr"),
+        loop = {"xg": xg, "h0": h0, "cs": cs, "w_hh": w_hh, "y": y, "gates": gates, "h_cell": h_cell, "w_hr": w_hr,
+                "valid": valid_steps(lengths, T) if lengths is not None else None}
+        paths.record("lstm", "step+cuda-graphs" if graphs.graphs_enabled(dev) else "step",
+                     paths.lengths_note(lengths))
+        _launch_loop(_forward_steps, loop, inputs=("xg", "h0", "cs", "w_hh", "w_hr", "valid"),
                      outputs=("y", "cs", "gates", "h_cell"), keep=save, precision=dot_precision(dtype))
 
         c_T = cs[T if save else T % 2].to(dtype, copy=True)
+        h_T = y[-1].clone()  # with lengths: each row's h at its last step (frozen since)
+        if lengths is not None:
+            y = zero_past(y, lengths)
         if not save:
-            return y, y[-1].clone(), c_T, None, None, None
-        return y, y[-1].clone(), c_T, cs, gates, h_cell if w_hr is not None else None
+            return y, h_T, c_T, None, None, None
+        return y, h_T, c_T, cs, gates, h_cell if w_hr is not None else None
 
 
 def layer_backward(
     dy: Tensor, dh_T: Tensor, dc_T: Tensor, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     w_hr: Tensor | None, y: Tensor, cs: Tensor, gates: Tensor, h_cell: Tensor | None, needs: list[bool],
+    lengths: Tensor | None = None,
 ) -> list[Tensor | None]:
     """Gradients [dx, dh0, dc0 (fp32), dw_ih, dw_hh, db (fp32), dw_hr] of `layer_forward(save=True)`,
-    each None where needs[i] is False; the rest in the compute dtype (db is summed in fp32)."""
+    each None where needs[i] is False; the rest in the compute dtype (db is summed in fp32).
+    (y is zero past the lengths, but no step there has a gate gradient: dW_hh needs no h from there.)"""
     T, B, I = x.shape
     H = w_hh.shape[0] // 4
     R = w_hh.shape[1]
     dtype, dev = x.dtype, x.device
     with device_guard(dev):
         w_hh = w_hh.contiguous()
-        # dL/dh_t arriving from above; the final state's gradient joins the last step. (Upstream
-        # gradients may arrive with any strides, e.g. transposed for batch_first; the kernels index
-        # rows densely, so every buffer they touch is made contiguous here.)
-        dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        dh_in[T - 1] += dh_T.float()
+        # dL/dh_t arriving from above; the final state's gradient joins the (row's) last step. (The
+        # kernels index rows densely, so every buffer they touch is made contiguous here.)
+        dh_in = grad_in(dy, dh_T, lengths)
         dc = dc_T.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         dgates = _empty(T + 1, B, 4 * H, device=dev, dtype=dtype)  # the GEMMs' operand: compute dtype
         dgates[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
 
         plan = engine.plan_or_log(engine_plan.LSTM, B, H, w_hh.dtype, dev, INTERPRETED, unsupported=(
-            "proj_size is not supported by the persistent engine" if w_hr is not None else None))
+            "proj_size is not supported by the persistent engine" if w_hr is not None else None),
+            lengths=lengths is not None)
         if plan is not None:
             try:
-                dgates[:T] = engine.backward(plan, dh_in, dc, None, cs, gates, w_hh, INTERPRETED, POISON_BUFFERS)
+                dgates[:T] = engine.backward(plan, dh_in, dc, None, cs, gates, w_hh, INTERPRETED, POISON_BUFFERS,
+                                             lengths.to(torch.int32) if lengths is not None else None)
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(engine_plan.LSTM, B, H, w_hh.dtype, dev, error)
                 dc.copy_(dc_T)
                 plan = None
         if plan is None:
-            loop = {"dh_in": dh_in, "dgates": dgates, "w_hh": w_hh, "gates": gates, "cs": cs, "dc": dc}
+            loop = {"dh_in": dh_in, "dgates": dgates, "w_hh": w_hh, "gates": gates, "cs": cs, "dc": dc,
+                    "valid": valid_steps(lengths, T) if lengths is not None else None}
             if w_hr is not None:  # the projection's GEMMs run in fp32 on the host, between the kernels
                 loop.update(w_hh32=w_hh.float(), w_hr32=w_hr.float(), dh_cell=_empty(B, H, device=dev))
             _launch_loop(_backward_steps, loop,
-                         inputs=("dh_in", "dgates", "w_hh", "gates", "cs", "dc", "w_hh32", "w_hr32"),
+                         inputs=("dh_in", "dgates", "w_hh", "gates", "cs", "dc", "w_hh32", "w_hr32", "valid"),
                          outputs=("dgates", "dc", "dh_in"), precision=dot_precision(dtype))
 
         dg = dgates[:T].view(T * B, 4 * H)
@@ -263,55 +297,6 @@ def layer_backward(
         if needs[6] and w_hr is not None and h_cell is not None:
             grads[6] = dh_in.view(T * B, R).t() @ h_cell.view(T * B, H).float()
         return grads
-
-
-def _check_same_device(tensors: dict[str, Tensor | None]) -> None:
-    x = tensors["x"]
-    for name, t in tensors.items():
-        if t is not None and t.device != x.device:
-            raise ValueError(f"lstm_layer: {name} is on {t.device} but x is on {x.device}; "
-                             "the input, the states and the weights must be on one device")
-
-
-def lstm_layer(
-    x: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor | None = None,
-    b_hh: Tensor | None = None,
-    w_hr: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer over a sequence with the Triton kernels; differentiable in every argument.
-
-    Shapes: x (T, B, I), h0 (B, R), c0 (B, H), w_ih (4H, I), w_hh (4H, R), b_ih/b_hh (4H,),
-    w_hr (R, H) or None, with R = proj_size if w_hr is given else H.
-    Returns (y (T, B, R), h_T (B, R), c_T (B, H)) in the compute dtype: the autocast dtype under
-    `torch.autocast` (x, h0 and the weights are cast to it, as autocast does for torch.nn.LSTM;
-    gradients flow back to the original fp32 parameters), else x's dtype.
-
-    When no gradient is needed (torch.no_grad, or nothing requires grad) the forward allocates only
-    what it returns plus one step's cell state and the input projection.
-    """
-    from . import op  # registers the custom ops (a module import, cheap after the first)
-
-    _check_same_device({"x": x, "h0": h0, "c0": c0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh,
-                        "w_hr": w_hr})
-    device_type = x.device.type
-    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
-    x, h0, w_ih, w_hh = x.to(dtype), h0.to(dtype), w_ih.to(dtype), w_hh.to(dtype)
-    w_hr = w_hr.to(dtype) if w_hr is not None else None
-    bias = None
-    if b_ih is not None or b_hh is not None:
-        bias = sum(b.float() for b in (b_ih, b_hh) if b is not None)
-    inputs = (x, h0, c0, w_ih, w_hh, bias, w_hr)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    with torch.autocast(device_type, enabled=False):
-        if not needs_grad:
-            return op.lstm_layer_inference(*inputs)
-        y, h_T, c_T = op.lstm_layer_train(*inputs)[:3]
-        return y, h_T, c_T
 
 
 _W_TYPE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}

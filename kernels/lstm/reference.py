@@ -1,6 +1,6 @@
 """Plain PyTorch reference for one LSTM layer: the same math as the Triton kernels.
 
-It is the readable specification of what `kernels.lstm.function.lstm_layer` computes,
+It is the readable specification of what `kernels.lstm.op.lstm_layer` computes,
 the float64 oracle of the tests, and the fallback the layers use where neither the Triton
 kernel nor `torch.nn.LSTM` can run (e.g. CPU under bf16 autocast).
 

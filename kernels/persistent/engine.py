@@ -29,6 +29,11 @@ A plan (not a variant) may stream the weights from L1/L2 in K blocks (STREAM_K) 
 them in registers: slower per step, but any H and batch fit without spilling (PTB's 650 and 1500).
 The exchange dtype of h (fp32 or the compute dtype) is the dtype of the `hs` buffer.
 
+Lengths (HAS_LENGTHS, a per-row int32 tensor on the device): a row at a step past its length keeps h
+(and c), so the exchange buffer's last slot holds every row's h_n (torch.nn's for packed input); the
+backward gives such a step no gate gradient and passes dstate through. The host zeroes the outputs
+and dy there and adds dh_n at each row's last valid step (kernels/lengths.py).
+
 Every pointer is offset to the launch's first (backward: last) step on the host and moved one
 step per iteration, so no index is t * B * 4H (which passes 2^31 for long sequences).
 """
@@ -200,6 +205,14 @@ def _x_step(H, CELL: tl.constexpr):
         return H
 
 
+@triton.jit
+def _frozen(h_new, valid, hs_ptr, bj, mask_bj):
+    """h_new where the row is within its length, else this program's own units of h_{t-1} (slot t of
+    the exchange buffer, written by this program: no barrier needed), so hs[T] holds every row's h_n."""
+    h_prev = tl.load(hs_ptr + bj, mask=mask_bj, other=0.0).to(tl.float32)
+    return tl.where(valid, h_new, h_prev)
+
+
 # --- forward --------------------------------------------------------------------------------------------
 
 
@@ -219,6 +232,8 @@ def persistent_forward_kernel(
     H,
     K_TOTAL,
     c_stride,  # B*H to keep every step's c (training), 0 to keep only the last
+    len_ptr,  # (B,) int32 with HAS_LENGTHS: each row's length (steps t >= it keep the state); else unused
+    t0,  # the time index of this launch's first step (compared with the lengths)
     CELL: tl.constexpr,
     SAVE: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -234,6 +249,7 @@ def persistent_forward_kernel(
     P_POW2: tl.constexpr,
     PRECISION: tl.constexpr,
     KSPLIT: tl.constexpr = 1,  # > 1: the forward product over KSPLIT slabs of K at once (rank-3 dot)
+    HAS_LENGTHS: tl.constexpr = False,
 ):
     NG: tl.constexpr = 1 if CELL >= 2 else 4
     N: tl.constexpr = NG * BLOCK_J
@@ -253,8 +269,12 @@ def persistent_forward_kernel(
     b_hn = tl.load(b_hn_ptr + offs_j, mask=offs_j < H, other=0.0)[None, :] if CELL == 1 else 0.0
     state = tl.load(state0_ptr + bj, mask=mask_bj, other=0.0) if CELL <= 1 else tl.zeros((BLOCK_B, BLOCK_J), tl.float32)
     x0, x1, x2, x3 = _load_x(xg_ptr, offs_b, offs_j, mask_bj, H, CELL)
+    if HAS_LENGTHS:
+        lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
     for step in range(n_steps):
+        if HAS_LENGTHS:  # a row past its length keeps h and c (its h is then its h_n); see _frozen
+            valid = ((t0 + step) < lengths)[:, None]
         acc = tl.zeros((BLOCK_B, N), dtype=tl.float32)
         if STREAM_K == 0:
             acc = _dot_chunk(acc, hs_ptr, offs_b, mask_b, H, 0, w0, K0, SWAP, PRECISION, KSPLIT)
@@ -271,19 +291,26 @@ def persistent_forward_kernel(
 
         if CELL == 0:
             p0, p1, p2, p3 = _split4(acc, BLOCK_B, BLOCK_J)
-            i, f, g, o, state, h = _cell_forward(p0 + x0, p1 + x1, p2 + x2, p3 + x3, state)
+            i, f, g, o, c_new, h = _cell_forward(p0 + x0, p1 + x1, p2 + x2, p3 + x3, state)
+            if HAS_LENGTHS:
+                c_new = tl.where(valid, c_new, state)
+                h = _frozen(h, valid, hs_ptr, bj, mask_bj)
+            state = c_new
             tl.store(c_ptr + bj, state, mask=mask_bj)
             if SAVE:
                 _store_gates(saved_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :], H, i, f, g, o, mask_bj)
         elif CELL == 1:
             p0, p1, p2, p3 = _split4(acc, BLOCK_B, BLOCK_J)
             hn = p2 + b_hn
-            r, z, n, state = _gru_cell_forward(p0 + x0, p1 + x1, x2, hn, state)
+            r, z, n, h_new = _gru_cell_forward(p0 + x0, p1 + x1, x2, hn, state)
+            state = tl.where(valid, h_new, state) if HAS_LENGTHS else h_new
             h = state
             if SAVE:
                 _store_gates(saved_ptr + offs_b[:, None] * (4 * H) + offs_j[None, :], H, r, z, n, hn, mask_bj)
         else:
             h = _activate(acc + x0, CELL - 2)
+            if HAS_LENGTHS:
+                h = _frozen(h, valid, hs_ptr, bj, mask_bj)
         tl.store(hs_ptr + B * H + bj, h, mask=mask_bj)  # rounded to the exchange dtype by the store
 
         xg_ptr += X_STEP
@@ -300,6 +327,12 @@ def persistent_forward_kernel(
 
 
 # --- backward -------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _masked4(valid, a, b, c, d):
+    """The four gate gradients, zero where the row is past its length."""
+    return tl.where(valid, a, 0.0), tl.where(valid, b, 0.0), tl.where(valid, c, 0.0), tl.where(valid, d, 0.0)
 
 
 @triton.jit
@@ -334,6 +367,7 @@ def persistent_backward_kernel(
     B,
     H,
     K_TOTAL,
+    len_ptr,  # (B,) int32 with HAS_LENGTHS: steps t >= a row's length get no gate gradient; else unused
     CELL: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
@@ -347,6 +381,7 @@ def persistent_backward_kernel(
     P_POW2: tl.constexpr,
     P_BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr = False,
 ):
     NG: tl.constexpr = 1 if CELL >= 2 else 4
     N: tl.constexpr = NG * BLOCK_J
@@ -365,9 +400,15 @@ def persistent_backward_kernel(
     gate_tile = offs_b[:, None] * (4 * H) + offs_j[None, :]
     slot_size = n_programs * B * H
     dstate = tl.load(dstate_ptr + bj, mask=mask_bj, other=0.0)
+    if HAS_LENGTHS:
+        lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
     for step in range(n_steps):
         t = t_last - step
+        if HAS_LENGTHS:
+            # A frozen step passes dstate through and has no gate gradients (so no share of dh_{t-1});
+            # the host zeroed dy past the lengths and put dh_n on each row's last valid step.
+            valid = (t < lengths)[:, None]
         share_in = share_ptr + ((t + 1) % 2) * slot_size  # written by every program at step t+1
         share_out = share_ptr + (t % 2) * slot_size + pid_j * B * H
         dh = tl.load(dy_ptr + bj, mask=mask_bj, other=0.0)
@@ -380,19 +421,30 @@ def persistent_backward_kernel(
 
         if CELL == 0:
             i, f, g, o = _load_gates(saved_ptr + gate_tile, H, mask_bj)
-            d0, d1, d2, d3, dstate = _cell_backward(dh, dstate, i, f, g, o, tl.load(c_ptr + bj, mask=mask_bj, other=0.0),
-                                                    tl.load(c_ptr - B * H + bj, mask=mask_bj, other=0.0))
+            d0, d1, d2, d3, dstate_new = _cell_backward(dh, dstate, i, f, g, o,
+                                                        tl.load(c_ptr + bj, mask=mask_bj, other=0.0),
+                                                        tl.load(c_ptr - B * H + bj, mask=mask_bj, other=0.0))
+            if HAS_LENGTHS:
+                d0, d1, d2, d3 = _masked4(valid, d0, d1, d2, d3)
+                dstate_new = tl.where(valid, dstate_new, dstate)
+            dstate = dstate_new
             _store_gates(dg_ptr + gate_tile, H, d0, d1, d2, d3, mask_bj)
             dr = _join4(d0, d1, d2, d3, BLOCK_B, BLOCK_J).to(W_DTYPE)
         elif CELL == 1:
             r, z, n, hn = _load_gates(saved_ptr + gate_tile, H, mask_bj)
             h_prev = tl.load(hs_ptr - B * H + bj, mask=mask_bj, other=0.0).to(tl.float32)
-            d_r, d_z, d_n, d_hn, dstate = _gru_cell_backward(dh + dstate, r, z, n, hn, h_prev)
+            d_r, d_z, d_n, d_hn, dstate_new = _gru_cell_backward(dh + dstate, r, z, n, hn, h_prev)
+            if HAS_LENGTHS:
+                d_r, d_z, d_n, d_hn = _masked4(valid, d_r, d_z, d_n, d_hn)
+                dstate_new = tl.where(valid, dstate_new, dstate)
+            dstate = dstate_new
             _store_gates(dg_ptr + gate_tile, H, d_r, d_z, d_n, d_hn, mask_bj)
             dr = _join4(d_r, d_z, d_hn, tl.zeros_like(d_hn), BLOCK_B, BLOCK_J).to(W_DTYPE)
         else:
             h = tl.load(hs_ptr + bj, mask=mask_bj, other=0.0).to(tl.float32)
             dpre = dh * _activation_grad(h, CELL - 2)
+            if HAS_LENGTHS:
+                dpre = tl.where(valid, dpre, 0.0)
             tl.store(dg_ptr + bj, dpre, mask=mask_bj)
             dr = dpre.to(W_DTYPE)
 

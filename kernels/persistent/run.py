@@ -58,36 +58,40 @@ def _options(p: P.Plan, interpreted: bool) -> dict:
             **_cooperative_option()}
 
 
-def _forward_constexprs(p: P.Plan, save: bool, precision: str) -> dict:
-    return dict(p.constexprs(), **p.forward_constexprs(), SAVE=save, PRECISION=precision)
+def _forward_constexprs(p: P.Plan, save: bool, precision: str, lengths: bool = False) -> dict:
+    return dict(p.constexprs(), **p.forward_constexprs(), SAVE=save, PRECISION=precision, HAS_LENGTHS=lengths)
 
 
-def _backward_constexprs(p: P.Plan, precision: str) -> dict:
-    return dict(p.constexprs(), P_BLOCK=p.p_block, PRECISION=precision)
+def _backward_constexprs(p: P.Plan, precision: str, lengths: bool = False) -> dict:
+    return dict(p.constexprs(), P_BLOCK=p.p_block, PRECISION=precision, HAS_LENGTHS=lengths)
 
 
 # --- launches -------------------------------------------------------------------------------------------
 
 
 def forward_launch(p: P.Plan, xg: Tensor, hs: Tensor, state0: Tensor, c_out: Tensor, c_stride: int,
-                   saved: Tensor, w_rows: Tensor, b_hn: Tensor, n_steps: int, save: bool, interpreted: bool) -> None:
-    """`n_steps` steps in one launch; every tensor is already offset to the launch's first step."""
+                   saved: Tensor, w_rows: Tensor, b_hn: Tensor, n_steps: int, save: bool, interpreted: bool,
+                   lengths: Tensor | None = None, t0: int = 0) -> None:
+    """`n_steps` steps in one launch; every tensor is already offset to the launch's first step (time t0)."""
     B, H = hs.shape[-2], hs.shape[-1]
     sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=hs.device)
     persistent_forward_kernel[(p.slices, p.tiles)](
         xg, hs, state0, c_out, saved, w_rows, b_hn, sync, p.sync_stride, n_steps, B, H, p.k_total, c_stride,
-        **_forward_constexprs(p, save, dot_precision(w_rows.dtype)), **_options(p, interpreted),
+        lengths if lengths is not None else sync, t0,
+        **_forward_constexprs(p, save, dot_precision(w_rows.dtype), lengths is not None), **_options(p, interpreted),
     )
 
 
 def backward_launch(p: P.Plan, dy: Tensor, dg: Tensor, saved: Tensor, hs: Tensor, cs: Tensor, dstate: Tensor,
-                    w_rows: Tensor, shares: Tensor, t_last: int, n_steps: int, interpreted: bool) -> None:
+                    w_rows: Tensor, shares: Tensor, t_last: int, n_steps: int, interpreted: bool,
+                    lengths: Tensor | None = None) -> None:
     """Steps t_last down to t_last-n_steps+1 in one launch; tensors offset to the LAST step."""
     B, H = dstate.shape
     sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=dstate.device)
     persistent_backward_kernel[(p.slices, p.tiles)](
         dy, dg, saved, hs, cs, dstate, w_rows, shares, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total,
-        **_backward_constexprs(p, dot_precision(w_rows.dtype)), **_options(p, interpreted),
+        lengths if lengths is not None else sync,
+        **_backward_constexprs(p, dot_precision(w_rows.dtype), lengths is not None), **_options(p, interpreted),
     )
 
 
@@ -99,13 +103,16 @@ def _new(poison: bool, shape: tuple, dtype: torch.dtype, device: torch.device) -
 
 
 def forward(p: P.Plan, xg: Tensor, h0: Tensor, state0: Tensor | None, w_hh: Tensor, b_hn: Tensor | None,
-            save: bool, interpreted: bool, poison: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+            save: bool, interpreted: bool, poison: bool = False,
+            lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """The whole sequence in one launch.
 
     xg (T, B, X*H) the input projections with biases (any float dtype), h0 (B, H), state0 (B, H)
     c_0 for the LSTM / h_0 in fp32 for the GRU, w_hh (G*H, H) in the compute dtype, b_hn (H,) GRU.
     Returns hs (T+1, B, H) in the exchange dtype (hs[0] = h0), the LSTM's cs (T+1, B, H) fp32 with
     `save` (else c_T alone, (1, B, H)), and saved (T, B, 4H) fp32 with `save` (LSTM, GRU).
+    With `lengths` ((B,) int32 on xg's device, 1..T) a row's h and c stay as they were at its last
+    step, so hs[T] and the last c are its h_n and c_n; hs past a row's length is not its output.
     """
     T, B, _ = xg.shape
     H = w_hh.shape[1]
@@ -128,15 +135,17 @@ def forward(p: P.Plan, xg: Tensor, h0: Tensor, state0: Tensor | None, w_hh: Tens
             state = (cs[t] if save else cs[0]) if lstm else hs[t].float()
         c_out = cs[t + 1] if lstm and save else cs[0]
         forward_launch(p, xg[t], hs[t], state, c_out, B * H if lstm and save else 0, saved[t] if keeps else hs[t],
-                       w_rows, b, min(n, T - t), save, interpreted)
+                       w_rows, b, min(n, T - t), save, interpreted, lengths, t)
     return hs, cs if lstm else None, saved if keeps else None
 
 
 def backward(p: P.Plan, dy: Tensor, dstate: Tensor | None, hs: Tensor | None, cs: Tensor | None, saved: Tensor | None,
-             w_hh: Tensor, interpreted: bool, poison: bool = False) -> Tensor:
+             w_hh: Tensor, interpreted: bool, poison: bool = False, lengths: Tensor | None = None) -> Tensor:
     """dg (T, B, G*H) fp32 (G = 4 LSTM/GRU, 1 Elman) from dy (T, B, H) fp32 (dh_T added to dy[T-1]);
     dstate (B, H) fp32 goes in as dL/dc_T (LSTM; zeros for the GRU) and comes out at step 0.
-    hs (T+1, B, H) from the forward (GRU, Elman), cs (T+1, B, H) (LSTM), saved (T, B, 4H) (LSTM, GRU)."""
+    hs (T+1, B, H) from the forward (GRU, Elman), cs (T+1, B, H) (LSTM), saved (T, B, 4H) (LSTM, GRU).
+    With `lengths` (as the forward's): dy zero past each row's length and dh_T added at its last
+    step instead (kernels.lengths.grad_in); steps past the length get zero gate gradients."""
     T, B, H = dy.shape
     dev = dy.device
     dg = _new(poison, (T, B, P.ROWS_PER_UNIT[p.cell] * H), torch.float32, dev)
@@ -147,17 +156,20 @@ def backward(p: P.Plan, dy: Tensor, dstate: Tensor | None, hs: Tensor | None, cs
     n = STEPS_PER_LAUNCH or T
     for t in range(T - 1, -1, -n):
         backward_launch(p, dy[t], dg[t], saved[t] if saved is not None else dy[t], hs[t + 1] if hs is not None else dy[t],
-                        cs[t + 1] if cs is not None else dy[t], dstate, w_rows, shares, t, min(n, t + 1), interpreted)
+                        cs[t + 1] if cs is not None else dy[t], dstate, w_rows, shares, t, min(n, t + 1), interpreted,
+                        lengths)
     return dg
 
 
 # --- choosing -------------------------------------------------------------------------------------------
 
 
-def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.device, sms: int) -> tuple[bool, str]:
+def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.device, sms: int,
+                  lengths: bool = False) -> tuple[bool, str]:
     """Compile the plan's forward (training) and backward for this B and H (no launch; Triton specializes
     on its integer arguments, so the sizes are the layer's, the step counts ones it is not specialized
-    for) and apply kernels.resources.fits to what the compiler made. The tensors only carry dtypes."""
+    for) and apply kernels.resources.fits to what the compiler made. The tensors only carry dtypes.
+    `lengths`: the kernels built for per-row lengths (HAS_LENGTHS), which `choose` decides apart."""
     from kernels.resources import fits
 
     def tiny(dtype_: torch.dtype) -> Tensor:
@@ -169,11 +181,11 @@ def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.d
     n_steps, t_last = 2, 3
     for name, fn, args, consts in (
         ("forward", persistent_forward_kernel,
-         (f32, hs, f32, f32, f32, w, f32, sync, p.sync_stride, n_steps, B, H, p.k_total, B * H),
-         _forward_constexprs(p, True, precision)),
+         (f32, hs, f32, f32, f32, w, f32, sync, p.sync_stride, n_steps, B, H, p.k_total, B * H, sync, 0),
+         _forward_constexprs(p, True, precision, lengths)),
         ("backward", persistent_backward_kernel,
-         (f32, f32, f32, hs, f32, f32, w, f32, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total),
-         _backward_constexprs(p, precision)),
+         (f32, f32, f32, hs, f32, f32, w, f32, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total, sync),
+         _backward_constexprs(p, precision, lengths)),
     ):
         compiled = fn.warmup(*args, grid=(p.slices, p.tiles), **consts, **_options(p, False))
         if hasattr(compiled, "_init_handles"):
@@ -187,7 +199,7 @@ def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.d
 
 @functools.lru_cache(maxsize=None)
 def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device,
-                variant: str) -> tuple[P.Plan | None, str]:
+                variant: str, lengths: bool = False) -> tuple[P.Plan | None, str]:
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     if B * 4 * H >= 2**31:
         return None, f"B*4H = {B * 4 * H} elements per step passes 32-bit offsets"
@@ -198,7 +210,7 @@ def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
     reasons = []
     for p in candidates:
         try:
-            ok, reason = _compile_fits(p, B, H, dtype, device, sms)
+            ok, reason = _compile_fits(p, B, H, dtype, device, sms, lengths)
         except Exception as e:  # OutOfResources and any other compiler report: try the next, then fall back
             ok, reason = False, f"{type(e).__name__}: {str(e)[:200]}"
         if ok:
@@ -208,14 +220,15 @@ def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
 
 
 def choose(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, interpreted: bool,
-           unsupported: str | None = None) -> tuple[P.Plan | None, str]:
+           unsupported: str | None = None, lengths: bool = False) -> tuple[P.Plan | None, str]:
     """(plan, "") where the engine runs this layer, else (None, why not). Runs on every layer call:
-    after the first call for a shape it is two environment reads and one dict lookup."""
+    after the first call for a shape it is two environment reads and one dict lookup. With `lengths`
+    the kernels built for per-row lengths are the ones that must fit (a choice of their own)."""
     if not P.engine_enabled():
         return None, "LIGHTNING_RNN_PERSISTENT=0"
     if unsupported:
         return None, unsupported
-    key = (cell, B, H, dtype, device, P.variant_name(), interpreted)
+    key = (cell, B, H, dtype, device, P.variant_name(), interpreted, lengths)
     choice = _chosen.get(key)
     if choice is None:
         if interpreted:
@@ -223,7 +236,7 @@ def choose(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, 
         elif device.type != "cuda":
             choice = None, f"no persistent engine for device {device.type}"
         else:
-            choice = _gpu_choice(cell, B, H, dtype, device, key[5])
+            choice = _gpu_choice(cell, B, H, dtype, device, key[5], lengths)
         _chosen[key] = choice
     return choice
 
@@ -232,7 +245,8 @@ def mark_failed(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
     """A launch of the engine failed: run the per-step kernels for this shape from now on."""
     reason = f"the engine's launch failed ({type(error).__name__}: {str(error)[:200]})"
     for interpreted in (False, True):
-        _chosen[(cell, B, H, dtype, device, P.variant_name(), interpreted)] = None, reason
+        for lengths in (False, True):
+            _chosen[(cell, B, H, dtype, device, P.variant_name(), interpreted, lengths)] = None, reason
     return reason
 
 
@@ -240,10 +254,10 @@ _CELL_NAMES = {P.LSTM: "LSTM", P.GRU: "GRU", P.ELMAN_TANH: "Elman RNN (tanh)", P
 
 
 def plan_or_log(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, interpreted: bool,
-                unsupported: str | None = None) -> P.Plan | None:
+                unsupported: str | None = None, lengths: bool = False) -> P.Plan | None:
     """`choose`'s plan for the cells' wrappers; where there is none, the reason is logged once (the
     per-step kernels run)."""
-    plan, reason = choose(cell, B, H, dtype, device, interpreted, unsupported)
+    plan, reason = choose(cell, B, H, dtype, device, interpreted, unsupported, lengths)
     if plan is None and reason != "LIGHTNING_RNN_PERSISTENT=0":
         log_once(f"persistent {_CELL_NAMES[cell]} not used for B={B} H={H} {dtype}: {reason}; "
                  "running the per-step kernels")
@@ -262,7 +276,7 @@ def fall_back(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.devic
 def _signature(kernel, dtype: str, exchange: str) -> tuple:
     import inspect
 
-    types = {"w_ptr": f"*{dtype}", "hs_ptr": f"*{exchange}", "sync_ptr": "*i32"}
+    types = {"w_ptr": f"*{dtype}", "hs_ptr": f"*{exchange}", "sync_ptr": "*i32", "len_ptr": "*i32"}
     return tuple((n, "constexpr" if "constexpr" in str(prm.annotation) else types.get(n, "*fp32")
                   if n.endswith("_ptr") else "i32")
                  for n, prm in inspect.signature(kernel.fn).parameters.items())
@@ -277,13 +291,16 @@ def resource_configs(cell_name: str, B: int, H: int, dtype: str, sms: int, varia
     w_bytes = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
     exchange = dtype if P.VARIANTS[variant].h16 and dtype != "fp32" else "fp32"
     configs = []
-    for i, p in enumerate(P.gpu_plans(cell, B, H, w_bytes, sms, variant)):
-        common = dict(family=cell_name.split("_")[0], B=B, H=H, dtype=dtype, num_warps=p.num_warps, num_stages=1,
-                      programs=p.programs, persistent=True, group=f"{cell_name}.engine B{B} H{H} {dtype} {variant}",
-                      candidate=i, maxnreg=p.maxnreg)
-        for name, kernel, consts in (("forward", persistent_forward_kernel, _forward_constexprs(p, True, "ieee")),
-                                     ("backward", persistent_backward_kernel, _backward_constexprs(p, "ieee"))):
-            configs.append(LaunchConfig(
-                kernel=f"{cell_name}.engine.{name}", fn_path=f"{kernel.fn.__module__}:{kernel.fn.__name__}",
-                signature=_signature(kernel, dtype, exchange), constexprs=tuple(consts.items()), **common))
+    # With per-row lengths (HAS_LENGTHS) the kernels are other builds, chosen apart (`choose`): a group of their own.
+    for lengths, suffix in ((False, ""), (True, ".lengths")):
+        for i, p in enumerate(P.gpu_plans(cell, B, H, w_bytes, sms, variant)):
+            common = dict(family=cell_name.split("_")[0], B=B, H=H, dtype=dtype, num_warps=p.num_warps, num_stages=1,
+                          programs=p.programs, persistent=True, candidate=i, maxnreg=p.maxnreg,
+                          group=f"{cell_name}.engine{suffix} B{B} H{H} {dtype} {variant}")
+            for name, kernel, consts in (
+                    ("forward", persistent_forward_kernel, _forward_constexprs(p, True, "ieee", lengths)),
+                    ("backward", persistent_backward_kernel, _backward_constexprs(p, "ieee", lengths))):
+                configs.append(LaunchConfig(
+                    kernel=f"{cell_name}.engine.{name}{suffix}", fn_path=f"{kernel.fn.__module__}:{kernel.fn.__name__}",
+                    signature=_signature(kernel, dtype, exchange), constexprs=tuple(consts.items()), **common))
     return configs

@@ -41,6 +41,17 @@ def empty(*shape: int, device: torch.device) -> Tensor:
     return torch.empty(shape, dtype=torch.float32, device=device)
 
 
+def int32_or_none(lengths: Tensor | None) -> Tensor | None:
+    """Per-row lengths as the engine reads them (int32), or None."""
+    return lengths.to(torch.int32) if lengths is not None else None
+
+
+def freeze_past_length(valid: Tensor | None, hs: Tensor, t: int) -> None:
+    """After step t of a per-step loop: rows past their length keep h_{t-1} (hs[t+1] = hs[t] there)."""
+    if valid is not None:
+        hs[t + 1].copy_(torch.where(valid[t][:, None], hs[t + 1], hs[t]))
+
+
 def block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = None) -> tuple[int, int, int]:
     """Tile sizes (BLOCK_B, BLOCK_H, BLOCK_K); tl.dot wants every dimension >= 16.
     `gpu_tiles` (default: not INTERPRETED) picks the GPU's tiles over the interpreter's."""

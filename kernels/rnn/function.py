@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from kernels import paths
+from kernels.lengths import grad_in, valid_steps, zero_past
 from kernels.persistent import run as engine
 from kernels.persistent.engine import ELMAN_TANH
 
@@ -36,7 +37,7 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
 class _RNNLayerFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,  # type: ignore[override]
-                nonlinearity: int) -> tuple[Tensor, Tensor]:
+                nonlinearity: int, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         T, B, I = x.shape
         H = w_hh.shape[0]
         w_hh = w_hh.contiguous()
@@ -45,11 +46,12 @@ class _RNNLayerFunction(torch.autograd.Function):
             xg += bias
         hs = None
         cell = ELMAN_TANH + nonlinearity
-        plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED)
+        plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED, lengths=lengths is not None)
         if plan is not None:
             try:
-                hs = engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED, common.POISON_BUFFERS)[0]
-                paths.record("rnn", "persistent", plan.describe())
+                hs = engine.forward(plan, xg, h0, None, w_hh, None, False, INTERPRETED, common.POISON_BUFFERS,
+                                    common.int32_or_none(lengths))[0]
+                paths.record("rnn", "persistent", plan.describe() + paths.lengths_note(lengths))
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
         if hs is None:
@@ -57,41 +59,41 @@ class _RNNLayerFunction(torch.autograd.Function):
             hs[0] = h0
             blocks = block_sizes(B, H, H)
             grid = step_grid(B, H, blocks)
-            paths.record("rnn", "step")
+            paths.record("rnn", "step", paths.lengths_note(lengths))
+            valid = valid_steps(lengths, T) if lengths is not None else None
             for t in range(T):
                 rnn_forward_step_kernel[grid](
                     xg[t], hs[t], w_hh, hs[t + 1], B, H, w_hh.stride(0),
                     NONLINEARITY=nonlinearity, BLOCK_B=blocks[0], BLOCK_H=blocks[1], BLOCK_K=blocks[2],
                     num_warps=common.NUM_WARPS,
                 )
-        ctx.save_for_backward(x, w_ih, w_hh, hs)
+                common.freeze_past_length(valid, hs, t)
+        ctx.save_for_backward(x, w_ih, w_hh, hs, lengths)
         ctx.has_bias = bias is not None
         ctx.nonlinearity = nonlinearity
         ctx.state_dtype = h0.dtype
-        y = hs[1:].to(x.dtype, copy=True)  # a copy: the caller may modify y, hs must stay intact
-        return y, y[-1].clone()
+        # Copies: the caller may modify y, hs must stay intact. hs[T] is every row's last state.
+        return zero_past(hs[1:], lengths).to(x.dtype, copy=True), hs[T].to(x.dtype, copy=True)
 
     @staticmethod
     def backward(ctx, dy: Tensor, dh_T: Tensor):  # type: ignore[override]
-        x, w_ih, w_hh, hs = ctx.saved_tensors
+        x, w_ih, w_hh, hs, lengths = ctx.saved_tensors
         T, B, I = x.shape
         H = w_hh.shape[0]
-        # Upstream gradients may come with any strides (e.g. transposed for batch_first).
-        dh_in = dy.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        dh_in[T - 1] += dh_T.float()
+        dh_in = grad_in(dy, dh_T, lengths)  # with lengths: dh_T at each row's last step, dy ignored past it
         dpre = empty(T + 1, B, H, device=x.device)
         dpre[T] = 0.0  # "step T" contributes nothing to dh_{T-1}
         cell = ELMAN_TANH + ctx.nonlinearity
-        plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED)
+        plan = engine.plan_or_log(cell, B, H, w_hh.dtype, x.device, INTERPRETED, lengths=lengths is not None)
         if plan is not None:
             try:
                 dpre[:T] = engine.backward(plan, dh_in, None, hs, None, None, w_hh, INTERPRETED,
-                                           common.POISON_BUFFERS)
+                                           common.POISON_BUFFERS, common.int32_or_none(lengths))
             except Exception as error:  # a compiler or launch report: the per-step kernels run instead
                 engine.fall_back(cell, B, H, w_hh.dtype, x.device, error)
                 plan = None
         hs = hs.float()  # the engine may have exchanged h in 16 bits
-        if plan is None:
+        if plan is None:  # (past a row's length the step kernel gets zeros only, so gives zeros)
             blocks = block_sizes(B, H, H)
             grid = step_grid(B, H, blocks)
             for t in range(T - 1, -1, -1):
@@ -107,7 +109,7 @@ class _RNNLayerFunction(torch.autograd.Function):
         dw_ih = (dp.t() @ x.reshape(T * B, I).float()).to(w_ih.dtype) if need[2] else None
         dw_hh = (dp.t() @ hs[:T].reshape(T * B, H)).to(w_hh.dtype) if need[3] else None
         db = dp.sum(0) if ctx.has_bias and need[4] else None
-        return dx, dh0, dw_ih, dw_hh, db, None
+        return dx, dh0, dw_ih, dw_hh, db, None, None
 
 
 def rnn_layer(
@@ -118,8 +120,10 @@ def rnn_layer(
     b_ih: Tensor | None = None,
     b_hh: Tensor | None = None,
     nonlinearity: str = "tanh",
+    lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One Elman RNN layer over a sequence with the Triton kernels; differentiable in every tensor.
+    `lengths`: per-row lengths, as for kernels.lstm.op.lstm_layer.
 
     Shapes: x (T, B, I), h0 (B, H), w_ih (H, I), w_hh (H, H), b_ih/b_hh (H,).
     Returns (y (T, B, H), h_T (B, H)) in the dtype of x. `nonlinearity` is "tanh" or "relu".
@@ -136,4 +140,5 @@ def rnn_layer(
     if b_ih is not None or b_hh is not None:
         bias = sum(b.float() for b in (b_ih, b_hh) if b is not None)
     with torch.autocast(device_type, enabled=False):
-        return _RNNLayerFunction.apply(x, h0, w_ih, w_hh, bias, NONLINEARITIES[nonlinearity])
+        return _RNNLayerFunction.apply(x, h0, w_ih, w_hh, bias, NONLINEARITIES[nonlinearity],
+                                       lengths.to(x.device) if lengths is not None else None)

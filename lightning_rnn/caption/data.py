@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_rnn.caption import shapes
 from lightning_rnn.data.pair_vocab import BOS, EOS, PAD, SPECIALS, PairVocab
-from lightning_rnn.data.pairs import resolve_data_path
 from lightning_rnn.data.resumable import ResumableData
+from lightning_rnn.data.text import resolve_data_path
 
 SPLITS = ("train", "val", "test")
 

@@ -4,7 +4,7 @@
 """
 
 from lightning_rnn.classify.data import TextBatch, TextClassificationData, read_examples
-from lightning_rnn.classify.encoder import LengthAwareRNN, reverse_within_length
+from lightning_rnn.classify.encoder import LengthAwareRNN
 from lightning_rnn.classify.model import SequenceClassifier, pool
 
 __all__ = [
@@ -14,5 +14,4 @@ __all__ = [
     "TextClassificationData",
     "pool",
     "read_examples",
-    "reverse_within_length",
 ]

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_rnn.data.bucketing import BucketBatchSampler, pad_sequences
 from lightning_rnn.data.pair_vocab import PAD, PairVocab
-from lightning_rnn.data.pairs import resolve_data_path
 from lightning_rnn.data.resumable import EpochSampler, ResumableData
+from lightning_rnn.data.text import resolve_data_path
 
 Format = Literal["auto", "label_first", "tsv"]
 SPLITS = ("train", "val", "test")

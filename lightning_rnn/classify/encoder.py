@@ -1,17 +1,15 @@
 """A recurrent encoder for right-padded batches that never reads the padding.
 
-A forward recurrence over ``[tokens..., pad, pad]`` is causal: its outputs at the valid
-positions are what the sentence alone would give, whatever follows. The backward direction of
-a bidirectional layer is not: run over the padded row it would start on the padding. Packing
-(``pack_padded_sequence``) avoids that, but our Triton kernels take no ``PackedSequence``
-(``lightning_rnn.nn`` falls back to torch.nn for one, and ``backend="triton"`` refuses it). So
-the backward direction here runs its own one-layer module on each row *reversed within its
-length* (``[t3, t2, t1, pad, pad]``), and its outputs are reversed back: every recurrence starts
-on a real token, any backend serves every call, and the result equals the packed one.
+Each layer is one (optionally bidirectional) module of ``lightning_rnn.nn`` called with the rows'
+``lengths`` (our addition to torch.nn's signature): the forward direction stops at each row's last
+token and the backward direction starts there, as for a packed batch, on every backend (our
+kernels freeze a row past its length; torch.nn runs the packed batch). Outputs at the padding are
+zero. Checkpoints of the former layout (one module per direction) still load.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
@@ -21,16 +19,6 @@ from lightning_rnn.nn import GRU, LSTM, RNN
 
 Cell = Literal["lstm", "gru", "rnn"]
 LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-
-
-def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
-    """``x [B, T, F]`` with each row's first ``lengths[b]`` steps reversed, padding left in place.
-
-    Its own inverse. ``lengths [B]`` (int64, on any device) must lie in ``1..T``."""
-    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # [1, T]
-    lengths = lengths.to(x.device).unsqueeze(1)  # [B, 1]
-    source = torch.where(steps < lengths, lengths - 1 - steps, steps)  # [B, T]
-    return x.gather(1, source.unsqueeze(-1).expand_as(x))
 
 
 def valid_mask(lengths: Tensor, steps: int) -> Tensor:
@@ -61,10 +49,9 @@ class LengthAwareRNN(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.hidden_size = hidden_size
         width = hidden_size * self.directions
-        # layers[i][0] reads forward, layers[i][1] reads each row reversed within its length
         self.layers = nn.ModuleList(
-            nn.ModuleList(LAYERS[cell](input_size if i == 0 else width, hidden_size, batch_first=True, backend=backend)
-                          for _ in range(self.directions))
+            LAYERS[cell](input_size if i == 0 else width, hidden_size, batch_first=True, bidirectional=bidirectional,
+                         backend=backend)
             for i in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout)
@@ -72,20 +59,22 @@ class LengthAwareRNN(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if x.dim() != 3 or lengths.shape != x.shape[:1]:
             raise ValueError(f"expected x [B, T, F] and lengths [B], got {list(x.shape)} and {list(lengths.shape)}")
-        if len(lengths) and (int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
-            raise ValueError(f"lengths must lie in 1..{x.shape[1]} (the padded length), got {lengths.tolist()}")
-        mask = valid_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)  # [B, T, 1]
-        for depth, directions in enumerate(self.layers):
+        lengths = lengths.to(x.device)
+        for depth, layer in enumerate(self.layers):
             if depth:
                 x = self.dropout(x)
-            forward_out, _ = directions[0](x)
-            outputs = [forward_out]
-            if self.directions == 2:
-                backward_out, _ = directions[1](reverse_within_length(x, lengths))
-                outputs.append(reverse_within_length(backward_out, lengths))
-            x = torch.cat(outputs, dim=-1).masked_fill(~mask, 0.0)  # [B, T, D*H]
+            x, _ = layer(x, lengths=lengths)  # [B, T, D*H], zero past each row's length
         rows = torch.arange(x.shape[0], device=x.device)
-        last = x[rows, lengths.to(x.device) - 1, :self.hidden_size]  # forward: at the last token
+        last = x[rows, lengths - 1, :self.hidden_size]  # forward: at the last token
         if self.directions == 2:
             last = torch.cat([last, x[:, 0, self.hidden_size:]], dim=-1)  # backward: at the first token
         return x, last
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """The former layout, one module per direction (``layers.i.0.weight_ih_l0``, ``layers.i.1....``),
+        renamed to one bidirectional module per layer (``layers.i.weight_ih_l0[_reverse]``)."""
+        old = re.compile(re.escape(prefix) + r"layers\.(\d+)\.([01])\.(\w+_l0)$")
+        for key in [k for k in state_dict if old.match(k)]:
+            layer, direction, name = old.match(key).groups()
+            state_dict[f"{prefix}layers.{layer}.{name}{'_reverse' if direction == '1' else ''}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -31,6 +31,15 @@ def default_data_root() -> Path:
     return next((c.resolve() for c in candidates if c.is_dir()), candidates[0].resolve())
 
 
+def resolve_data_path(path: str | os.PathLike) -> Path:
+    """``path`` itself if it exists or is absolute, else ``path`` under the data root
+    (``$LIGHTNING_RNN_DATA``, default ``../shared/data``)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return default_data_root() / p
+
+
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -33,7 +33,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_rnn.data.pairs import resolve_data_path
+from lightning_rnn.data.text import resolve_data_path
 
 SPLITS = ("train", "val", "test")
 SEASONAL_FEATURES = ("day_of_year_sin", "day_of_year_cos")

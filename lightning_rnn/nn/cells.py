@@ -101,7 +101,7 @@ class LSTMCell(_DropInCellMixin, nn.LSTMCell):
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
     def _triton_step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        from kernels.lstm.function import lstm_layer
+        from kernels.lstm.op import lstm_layer
 
         return lstm_layer(x.unsqueeze(0), h, c, *self._weights())
 

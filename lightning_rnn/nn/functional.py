@@ -14,29 +14,47 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kernels.gru.reference import gru_cell
+from kernels.lengths import reverse_within
 from kernels.lstm.reference import lstm_cell, lstm_layer_reference
 from kernels.rnn.reference import rnn_cell
 
 State = tuple[Tensor, ...]
-#: layer_fn(x (T, B, I), state, weights) -> (y (T, B, R), final state)
-LayerFn = Callable[[Tensor, State, Sequence[Tensor | None]], tuple[Tensor, State]]
+#: layer_fn(x (T, B, I), state, weights, lengths=None) -> (y (T, B, R), final state); with lengths
+#: ((B,) on x's device) as kernels.lengths says: zeros past them, each row's state at its last step.
+LayerFn = Callable[..., tuple[Tensor, State]]
 
 
-def lstm_layer_loop(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:
-    y, h, c = lstm_layer_reference(x, state[0], state[1], *weights)
-    return y, (h, c)
+def _masked_loop(step: Callable[[Tensor, State], State], x: Tensor, state: State,
+                 lengths: Tensor | None) -> tuple[Tensor, State]:
+    """Run `step(x_t, state) -> state` (h first) over time; past a row's length its state is kept
+    and its output is zero (a torch.where per step)."""
+    outputs = []
+    for t, x_t in enumerate(x.unbind(0)):
+        new = step(x_t, state)
+        if lengths is None:
+            state = new
+            outputs.append(new[0])
+            continue
+        valid = (t < lengths)[:, None]
+        state = tuple(torch.where(valid, n, s) for n, s in zip(new, state))
+        outputs.append(torch.where(valid, new[0], 0.0))
+    return torch.stack(outputs, 0), state
+
+
+def lstm_layer_loop(x: Tensor, state: State, weights: Sequence[Tensor | None],
+                    lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    if lengths is None:
+        y, h, c = lstm_layer_reference(x, state[0], state[1], *weights)
+        return y, (h, c)
+    return _masked_loop(lambda x_t, s: lstm_cell(x_t, s[0], s[1], *weights), x, state, lengths)
 
 
 def single_state_layer_loop(cell: Callable[..., Tensor]) -> LayerFn:
     """A layer function that runs `cell` (GRU or Elman) over time."""
 
-    def run(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:
-        h = state[0]
-        outputs = []
-        for x_t in x.unbind(0):
-            h = cell(x_t, h, *weights)
-            outputs.append(h)
-        return torch.stack(outputs, 0), (h,)
+    def run(x: Tensor, state: State, weights: Sequence[Tensor | None],
+            lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        return _masked_loop(lambda x_t, s: (cell(x_t, s[0], *weights),), x, state, lengths)
 
     return run
 
@@ -50,23 +68,30 @@ def stacked_rnn(
     bidirectional: bool,
     dropout: float,
     training: bool,
+    lengths: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """Run `layer_fn` over layers and directions like torch.nn's RNN modules do.
 
     x (T, B, I); each state tensor (num_layers * D, B, *); weights[layer * D + direction].
-    The reverse direction reads the sequence backwards and its output is flipped back in time.
+    The reverse direction reads the sequence backwards and its output is flipped back in time
+    (with `lengths`, each row's own steps: reversed within its length, on the device).
     Dropout (if training) is applied to the outputs of every layer except the last.
     Returns (y (T, B, D * R), final state with the same shapes as `state`).
     """
     num_directions = 2 if bidirectional else 1
     finals: list[State] = []
+
+    def reverse(t: Tensor) -> Tensor:
+        return t.flip(0) if lengths is None else reverse_within(t, lengths)
+
+    extra = {} if lengths is None else {"lengths": lengths}
     for layer in range(num_layers):
         outputs = []
         for direction in range(num_directions):
             idx = layer * num_directions + direction
-            inp = x if direction == 0 else x.flip(0)
-            y, final = layer_fn(inp, tuple(s[idx] for s in state), weights[idx])
-            outputs.append(y if direction == 0 else y.flip(0))
+            inp = x if direction == 0 else reverse(x)
+            y, final = layer_fn(inp, tuple(s[idx] for s in state), weights[idx], **extra)
+            outputs.append(y if direction == 0 else reverse(y))
             finals.append(final)
         x = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
         if dropout > 0 and training and layer < num_layers - 1:

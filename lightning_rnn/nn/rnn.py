@@ -5,6 +5,12 @@ They subclass their torch.nn twins, so constructor arguments, parameter names an
 values, and state_dicts are the same both ways; `isinstance(m, torch.nn.LSTM)` holds. What
 changes is which implementation runs (see `lightning_rnn.nn.backend`); `last_backend` says which
 one served the latest call.
+
+Variable-length batches: a PackedSequence runs on our kernels too (unpacked on the device into a
+padded batch plus per-row lengths, packed back with the input's own batch_sizes and indices).
+Our addition to torch.nn's signature: `forward(x, hx=None, lengths=None)` takes a padded tensor and
+the lengths of its rows (a 1-D integer tensor or list, each in 1..L), and returns what the packed
+call would give, padded: zeros past each row's length, h_n/c_n each row's state at its last step.
 """
 from __future__ import annotations
 
@@ -26,28 +32,31 @@ from .functional import (
     single_state_layer_loop,
     stacked_rnn,
 )
-from .validation import check_matches_parameters, check_sequence_input, check_state
+from .packing import chunked_torch_layer, pack_like, padded_from_packed, torch_forward_with_lengths
+from .validation import check_lengths, check_matches_parameters, check_sequence_input, check_state
 
 
-def _triton_lstm_layer(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:
-    from kernels.lstm.function import lstm_layer  # imports triton: only when it is going to run
+def _triton_lstm_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
+                       lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    from kernels.lstm.op import lstm_layer  # imports triton: only when it is going to run
 
-    y, h, c = lstm_layer(x, state[0], state[1], *weights)
+    y, h, c = lstm_layer(x, state[0], state[1], *weights, lengths=lengths)
     return y, (h, c)
 
 
-def _triton_gru_layer(x: Tensor, state: State, weights: Sequence[Tensor | None]) -> tuple[Tensor, State]:
+def _triton_gru_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
+                      lengths: Tensor | None = None) -> tuple[Tensor, State]:
     from kernels.gru.function import gru_layer  # imports triton: only when it is going to run
 
-    y, h = gru_layer(x, state[0], *weights)
+    y, h = gru_layer(x, state[0], *weights, lengths=lengths)
     return y, (h,)
 
 
 def _triton_rnn_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
-                      nonlinearity: str = "tanh") -> tuple[Tensor, State]:
+                      lengths: Tensor | None = None, nonlinearity: str = "tanh") -> tuple[Tensor, State]:
     from kernels.rnn.function import rnn_layer  # imports triton: only when it is going to run
 
-    y, h = rnn_layer(x, state[0], *weights, nonlinearity=nonlinearity)
+    y, h = rnn_layer(x, state[0], *weights, nonlinearity=nonlinearity, lengths=lengths)
     return y, (h,)
 
 
@@ -97,7 +106,7 @@ class _DropInRNNMixin(BackendChoice):
         raise NotImplementedError
 
     def _run_stacked(self, input: Tensor, states: Sequence[Tensor] | None, batched: bool,
-                     layer_fn: LayerFn) -> tuple[Tensor, State]:
+                     layer_fn: LayerFn, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         """Our own layer/direction loop (Triton kernel or PyTorch cell loop per layer)."""
         x = input if batched else input.unsqueeze(1)
         if self.batch_first and batched:
@@ -108,7 +117,7 @@ class _DropInRNNMixin(BackendChoice):
         elif not batched:
             states = tuple(s.unsqueeze(1) for s in states)
         y, final = stacked_rnn(x, tuple(states), self._layer_weights(), layer_fn, self.num_layers,
-                               self.bidirectional, float(self.dropout), self.training)
+                               self.bidirectional, float(self.dropout), self.training, lengths)
         if torch.is_autocast_enabled(x.device.type):  # return what torch.nn returns under autocast
             dtype = torch.get_autocast_dtype(x.device.type)
             y, final = y.to(dtype), tuple(s.to(dtype) for s in final)
@@ -118,8 +127,68 @@ class _DropInRNNMixin(BackendChoice):
             y, final = y.squeeze(1), tuple(s.squeeze(1) for s in final)
         return y, final
 
+    def _triton_layer(self) -> LayerFn:
+        """The Triton layer function of this module's cell."""
+        raise NotImplementedError
 
-    def _time_backends(self, input: Tensor, hx: Sequence[Tensor] | Tensor | None, batched: bool,
+    def _torch_forward_states(self, input: Tensor | PackedSequence,
+                              states: tuple[Tensor, ...] | None) -> tuple[Tensor | PackedSequence, State]:
+        """torch.nn's forward, with the states as a tuple both ways."""
+        raise NotImplementedError
+
+    def _fused_layer(self):
+        """torch's fused one-layer RNN function for this cell (torch.lstm, torch.gru, torch.rnn_tanh/relu)."""
+        raise NotImplementedError
+
+    def _chunks_serve(self, input: Tensor) -> bool:
+        """Whether torch.nn's side takes a padded batch with lengths= in chunks (packing.chunked_torch_layer)
+        rather than packed: on the CPU, where its packed RNN is the slower, outside autocast, without a
+        projection. (On a GPU cuDNN's packed RNN is fast, and the chunks would need the lengths on the host.)"""
+        return input.device.type == "cpu" and cpu_autocast_dtype(input) is None and not getattr(self, "proj_size", 0)
+
+    def _faster_backend(self, input: Tensor, states: tuple[Tensor, ...] | None, batched: bool) -> str:
+        """What "auto" takes for this configuration on a GPU (timed once, then looked up)."""
+        return self._time_backends(input, states, batched, self._triton_layer(), self._torch_forward_states,
+                                   self._autotune_key())
+
+    def _forward_any(self, input: Tensor | PackedSequence, states: tuple[Tensor, ...] | None,
+                     lengths: object) -> tuple[Tensor | PackedSequence, State]:
+        """What LSTM/GRU/RNN.forward share: a tensor (with or without lengths) or a PackedSequence, on
+        the backend chosen for it."""
+        owner = type(self).__name__
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError(f"{owner}: lengths is for a padded tensor input; a PackedSequence carries its own")
+            input, lengths = padded_from_packed(packed, self.batch_first)
+        batched = self._check_forward(input, states)
+        if lengths is not None and packed is None:
+            if not batched:
+                raise ValueError(f"{owner}: lengths needs a batched (3-D) input, got shape {tuple(input.shape)}")
+            t_dim = 1 if self.batch_first else 0
+            lengths = check_lengths(owner, lengths, input.shape[1 - t_dim], input.shape[t_dim], input.device)
+        backend = self._choose_backend(input)
+        if (backend == "triton" and self.backend == "auto" and lengths is None and not torch.compiler.is_compiling()
+                and autotune.autotune_enabled(input.device)):
+            backend = self.last_backend = self._faster_backend(input, states, batched)
+        torch_forward = self._torch_forward_states
+        if backend == "torch":
+            if packed is not None:
+                return torch_forward(packed, states)
+            if lengths is not None and self._chunks_serve(input):
+                return self._run_stacked(input, states, batched, chunked_torch_layer(self._fused_layer()), lengths)
+            if lengths is not None:
+                return torch_forward_with_lengths(torch_forward, input, states, lengths, self.batch_first)
+            return torch_forward(input, states)
+        layer_fn = self._triton_layer() if backend == "triton" else self._cell_loop()
+        y, final = self._run_stacked(input, states, batched, layer_fn, lengths)
+        return (pack_like(y, packed, self.batch_first) if packed is not None else y), final
+
+    def _autotune_key(self) -> tuple:
+        """What besides the shared configuration decides the timing (LSTM: proj_size)."""
+        return ()
+
+    def _time_backends(self, input: Tensor, hx: Sequence[Tensor] | None, batched: bool,
                        triton_layer: LayerFn, torch_forward, extra_key: tuple = ()) -> str:
         """Triton or torch.nn, whichever is faster for this configuration (lightning_rnn.nn.autotune).
 
@@ -139,10 +208,7 @@ class _DropInRNNMixin(BackendChoice):
         if decided is not None:  # every call after the first for this configuration: a lookup
             return decided
         x = input.detach().requires_grad_(needs_input_grad)
-        if isinstance(hx, Tensor):
-            torch_states, stacked_states = hx.detach(), (hx.detach(),)
-        else:
-            torch_states = stacked_states = tuple(s.detach() for s in hx) if hx is not None else None
+        states = tuple(s.detach() for s in hx) if hx is not None else None
         wrt = [p for p in self.parameters() if p.requires_grad] + ([x] if x.requires_grad else [])  # type: ignore[attr-defined]
 
         def timed(run):
@@ -157,8 +223,8 @@ class _DropInRNNMixin(BackendChoice):
         dropout, self.dropout = self.dropout, 0.0
         try:
             return autotune.choose(key, {
-                "triton": timed(lambda: self._run_stacked(x, stacked_states, batched, triton_layer)),
-                "torch": timed(lambda: torch_forward(x, torch_states)),
+                "triton": timed(lambda: self._run_stacked(x, states, batched, triton_layer)),
+                "torch": timed(lambda: torch_forward(x, states)),
             }, input.device, default="torch")
         finally:
             self.dropout = dropout
@@ -213,22 +279,23 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         return lstm_layer_loop
 
     def forward(  # type: ignore[override]
-        self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
+        self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
-        if isinstance(input, PackedSequence):  # the kernel has no variable-length support yet
-            self._choose_backend(input.data, unsupported="PackedSequence input")
-            return self._torch_forward(input, hx)
+        """torch.nn.LSTM's forward; `lengths` (our addition): per-row lengths of a padded input (see the module doc)."""
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
-        batched = self._check_forward(input, hx)
-        backend = self._choose_backend(input)
-        if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
-                and autotune.autotune_enabled(input.device)):
-            backend = self.last_backend = self._faster_backend(input, hx, batched)
-        if backend == "torch":
-            return self._torch_forward(input, hx)
-        layer_fn = _triton_lstm_layer if backend == "triton" else self._cell_loop()
-        y, (h, c) = self._run_stacked(input, hx, batched, layer_fn)
+        y, (h, c) = self._forward_any(input, tuple(hx) if hx is not None else None, lengths)
+        return y, (h, c)
+
+    def _triton_layer(self) -> LayerFn:
+        return _triton_lstm_layer
+
+    def _fused_layer(self):
+        return torch.lstm
+
+    def _torch_forward_states(self, input, states):
+        y, (h, c) = self._torch_forward(input, states)
         return y, (h, c)
 
     def _torch_forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None):
@@ -239,37 +306,24 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
             return nn.LSTM.forward(self, input, hx)
         return run_fused_in_fp32(functools.partial(nn.LSTM.forward, self), input, hx, self.weight_ih_l0.dtype, dtype)
 
-    def _faster_backend(self, input: Tensor, hx: tuple[Tensor, Tensor] | None, batched: bool) -> str:
-        return self._time_backends(input, hx, batched, _triton_lstm_layer, functools.partial(nn.LSTM.forward, self),
-                                   extra_key=(self.proj_size,))
+    def _autotune_key(self) -> tuple:
+        return (self.proj_size,)
 
 
 class _SingleStateRNN(_DropInRNNMixin):
     """GRU and RNN: one state tensor hx; the Triton kernel of kernels/gru or kernels/rnn."""
 
-    def _triton_layer(self) -> LayerFn:
-        raise NotImplementedError
-
     def forward(  # type: ignore[override]
-        self, input: Tensor | PackedSequence, hx: Tensor | None = None
+        self, input: Tensor | PackedSequence, hx: Tensor | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, Tensor]:
-        torch_forward = super().forward  # torch.nn.GRU / torch.nn.RNN, next in the MRO
-        if isinstance(input, PackedSequence):  # the kernels have no variable-length support yet
-            self._choose_backend(input.data, unsupported="PackedSequence input")
-            return torch_forward(input, hx)
-        batched = self._check_forward(input, None if hx is None else (hx,))
-        backend = self._choose_backend(input)
-        if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
-                and autotune.autotune_enabled(input.device)):
-            backend = self.last_backend = self._faster_backend(input, hx, batched)
-        if backend == "torch":
-            return torch_forward(input, hx)
-        layer_fn = self._triton_layer() if backend == "triton" else self._cell_loop()
-        y, (h,) = self._run_stacked(input, None if hx is None else (hx,), batched, layer_fn)
+        """torch.nn's forward; `lengths` (our addition): per-row lengths of a padded input (see the module doc)."""
+        y, (h,) = self._forward_any(input, (hx,) if hx is not None else None, lengths)
         return y, h
 
-    def _faster_backend(self, input: Tensor, hx: Tensor | None, batched: bool) -> str:
-        return self._time_backends(input, hx, batched, self._triton_layer(), super().forward)
+    def _torch_forward_states(self, input, states):
+        y, h = super().forward(input, states[0] if states is not None else None)  # torch.nn.GRU / RNN's
+        return y, (h,)
 
 
 class GRU(_SingleStateRNN, nn.GRU):
@@ -307,6 +361,9 @@ class GRU(_SingleStateRNN, nn.GRU):
     def _triton_layer(self) -> LayerFn:
         return _triton_gru_layer
 
+    def _fused_layer(self):
+        return torch.gru
+
 
 
 class RNN(_SingleStateRNN, nn.RNN):
@@ -340,3 +397,6 @@ class RNN(_SingleStateRNN, nn.RNN):
 
     def _triton_layer(self) -> LayerFn:
         return functools.partial(_triton_rnn_layer, nonlinearity=self.nonlinearity)
+
+    def _fused_layer(self):
+        return torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu

@@ -63,3 +63,22 @@ def check_state(owner: str, name: str, state: object, expected_shape: tuple[int,
     if s.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
         raise TypeError(f"{owner}: {name} has dtype {s.dtype} but input has dtype {input.dtype}; they must match")
     return s
+
+
+def check_lengths(owner: str, lengths: object, batch: int, T: int, device: torch.device) -> Tensor:
+    """`lengths` as an int64 tensor on `device`, or ValueError naming it. The range check needs the
+    values: one host sync (a single bool), as torch.nn's pack_padded_sequence has them on the CPU."""
+    if isinstance(lengths, (list, tuple)):
+        lengths = torch.tensor(lengths)
+    if not isinstance(lengths, Tensor):
+        raise ValueError(f"{owner}: lengths must be a 1-D integer tensor or a list of ints, "
+                         f"got {type(lengths).__name__}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"{owner}: lengths must have an integer dtype, got {lengths.dtype}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"{owner}: lengths must have shape ({batch},), one per batch row, got {tuple(lengths.shape)}")
+    lengths = lengths.to(device, torch.int64)
+    if bool(((lengths < 1) | (lengths > T)).any()):
+        raise ValueError(f"{owner}: lengths must be in 1..{T} (the sequence length), "
+                         f"got values from {int(lengths.min())} to {int(lengths.max())}")
+    return lengths

@@ -4,21 +4,23 @@
     target_in (B, T) ──embed (+ peeky h)──▶ decoder RNN, started from the encoder's final h
         ──▶ [attention context] + decoder out [+ peeky h] ──▶ linear ──▶ logits (B, T, V)
 
-Sources are right-padded with ``<pad>`` (id 0). The encoder is a stack of one-layer recurrent
-modules so that each layer's state *at the last real token* can be gathered from its outputs:
-trailing padding therefore never changes the result, whatever the backend (Triton kernels take
-no PackedSequence). As in the DLFS2 book, the decoder starts from the encoder's final ``h``
-with a zero LSTM cell state.
+Sources are right-padded with ``<pad>`` (id 0). The encoder is one stacked recurrent module called
+with the sources' lengths (``lengths=``, our addition to torch.nn's signature): each layer's final
+state is its state at the row's last real token, and trailing padding never changes the result,
+whatever the backend. As in the DLFS2 book, the decoder starts from the encoder's final ``h``
+with a zero LSTM cell state. Checkpoints of the former encoder (one module per layer) still load.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, Union
 
 import torch
 from torch import Tensor, nn
 
+from kernels.lengths import reverse_within
 from lightning_rnn.data.pair_vocab import PAD
 from lightning_rnn.nn import GRU, LSTM, RNN
 from lightning_rnn.seq2seq.attention import Attention
@@ -53,9 +55,7 @@ class Memory:
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     """Reverse each row's first ``lengths[b]`` entries, leaving its padding in place. x: (B, S)."""
-    pos = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-    idx = torch.where(pos < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - pos, pos)
-    return x.gather(1, idx)
+    return reverse_within(x.t().unsqueeze(-1), lengths).squeeze(-1).t()
 
 
 class Seq2SeqNet(nn.Module):
@@ -108,9 +108,8 @@ class Seq2SeqNet(nn.Module):
 
         self.src_embed = nn.Embedding(vocab_size, E, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(vocab_size, E, padding_idx=PAD)
-        self.encoder = nn.ModuleList(
-            [rnn(E if i == 0 else H, H, batch_first=True, backend=backend) for i in range(num_layers)]
-        )
+        self.encoder = rnn(E, H, num_layers=num_layers, batch_first=True,
+                           dropout=dropout if num_layers > 1 else 0.0, backend=backend)
         self.decoder = rnn(E + (H if peeky else 0), H, num_layers=num_layers, batch_first=True,
                            dropout=dropout if num_layers > 1 else 0.0, backend=backend)
         self.attention = None if attention == "none" else Attention(attention, H)
@@ -128,13 +127,18 @@ class Seq2SeqNet(nn.Module):
         if self.reverse_source:
             source = reverse_padded(source, lengths)
         x = self.drop(self.src_embed(source))
-        rows = torch.arange(source.shape[0], device=source.device)
-        last = (lengths - 1).clamp(min=0)
-        finals = []
-        for i, layer in enumerate(self.encoder):
-            x, _ = layer(x if i == 0 else self.drop(x))
-            finals.append(x[rows, last])
-        return Memory(states=x, mask=mask, final=torch.stack(finals))
+        # (A row of padding only, which callers should not send, reads its first <pad>.)
+        states, final = self.encoder(x, lengths=lengths.clamp(min=1))
+        return Memory(states=states, mask=mask, final=final[0] if isinstance(final, tuple) else final)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """The former encoder, one one-layer module per layer (``encoder.1.weight_ih_l0``), renamed to
+        the layers of one stacked module (``encoder.weight_ih_l1``)."""
+        old = re.compile(re.escape(prefix) + r"encoder\.(\d+)\.(\w+)_l0$")
+        for key in [k for k in state_dict if old.match(k)]:
+            layer, name = old.match(key).groups()
+            state_dict[f"{prefix}encoder.{name}_l{layer}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def initial_state(self, memory: Memory) -> State:
         """Decoder state from the encoder: its final h, and a zero cell state for LSTM."""

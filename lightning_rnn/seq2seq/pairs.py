@@ -10,25 +10,14 @@ Two file formats:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from lightning_rnn.data.pair_vocab import BOS, EOS, PAD, PairVocab
-from lightning_rnn.data.text import default_data_root
 
 Pair = tuple[str, str]
-
-
-def resolve_data_path(path: str | os.PathLike) -> Path:
-    """``path`` itself if it exists or is absolute, else ``path`` under the data root
-    (``$LIGHTNING_RNN_DATA``, default ``../shared/data``)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return default_data_root() / p
 
 
 def read_fixed_width(path: str | os.PathLike) -> tuple[list[str], list[str]]:
