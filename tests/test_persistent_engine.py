@@ -288,6 +288,54 @@ def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch
         run._gpu_choice.cache_clear()
 
 
+# --- every launch on its input's device ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["engine", "step"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_launch_runs_under_its_input_devices_guard(cell, persistent, engine, monkeypatch):
+    """Triton launches on the current device: every kernel launch of a layer's forward and backward, on the
+    engine and on the per-step path, happens inside the guard of the input's device (a mock guard here)."""
+    import contextlib
+    import importlib
+
+    from kernels import device as device_module
+    from kernels.persistent import run
+
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "1" if persistent else "0")
+    current, launched = [], []
+
+    @contextlib.contextmanager
+    def guard(device):
+        current.append(device)
+        try:
+            yield
+        finally:
+            current.pop()
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append(list(current))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(device_module, "device_guard", guard)
+    module = importlib.import_module(f"kernels.{_family(cell)}.function")
+    monkeypatch.setattr(module, "device_guard", guard, raising=False)
+    for name in dir(module):
+        if name.endswith("_step_kernel"):
+            monkeypatch.setattr(module, name, Recorder(getattr(module, name)))
+    for name in ("persistent_forward_kernel", "persistent_backward_kernel"):
+        monkeypatch.setattr(run, name, Recorder(getattr(run, name)))
+    check(cell, 3, 3, 4, 7, torch.float32)
+    assert bool(engine()) == persistent
+    assert launched and all(c == [torch.device(DEVICE)] for c in launched), launched
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_inference_keeps_no_history(cell, engine, monkeypatch):
     """Without a gradient to compute the engine allocates h (the output) and, for the LSTM, the last c:

@@ -17,7 +17,6 @@ Without a gradient to compute, the forward keeps nothing for a backward (no gate
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from typing import Callable, Sequence
@@ -27,6 +26,7 @@ import triton
 from torch import Tensor
 
 from kernels import paths
+from kernels.device import device_guard
 from kernels.persistent import plan as engine_plan
 from kernels.persistent import run as engine
 
@@ -73,12 +73,6 @@ def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = 
 #: allowed it for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32, set_float32_matmul_precision);
 #: fp16/bf16 operands go to the tensor cores either way.
 dot_precision = engine.dot_precision
-
-
-def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Triton launches on the *current* CUDA device and its current stream, which need not be the
-    input's (a model on cuda:1 while cuda:0 is current): make the input's device current."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _forward_steps(b: dict[str, Tensor], keep: bool, precision: str) -> None:
