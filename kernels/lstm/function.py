@@ -331,7 +331,7 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
                ("BLOCK_H", c), ("BLOCK_K", c))
     tiles = (("DOT_PRECISION", "ieee"), ("BLOCK_B", BB), ("BLOCK_H", BH), ("BLOCK_K", BK))
     common = dict(family="lstm", B=B, H=H, dtype=dtype, num_warps=STEP_NUM_WARPS, programs=programs,
-                  persistent=False)
+                  persistent=False, ints=(("B", B), ("H", H), ("R", H), ("stride_w", H)))  # as layer_forward passes them
     configs = [
         LaunchConfig(kernel="lstm.step.forward", fn_path="kernels.lstm.triton_kernels:lstm_forward_step_kernel",
                      signature=fwd_sig, constexprs=(("STORE_GATES", True),) + tiles, **common),
