@@ -204,7 +204,7 @@ def _check_at_once(device: torch.device) -> bool:
 def _failure(shape: tuple, what: str, code: int) -> str:
     cell, B, H, dtype, device = shape
     return (f"the persistent {_CELL_NAMES[cell]} engine's {what} launch for B={B} H={H} {dtype} on {device} gave "
-            f"up at a grid barrier (at its step {code}, after {MAX_POLLS} polls for a program that never "
+            f"up at a grid barrier after {code} of its steps ({MAX_POLLS} polls for a program that never "
             "arrived: its grid was not resident at once, or a program failed)")
 
 
