@@ -234,7 +234,12 @@ def specialization(signature: Sequence[tuple[str, str]], ints: dict[str, int],
     to 1 becomes the constexpr 1, one divisible by 16 and every pointer get tt.divisibility 16 (the
     host's buffers are 16-byte aligned); integers in `do_not_specialize` and those without a value, neither.
     Without this the offline build is another kernel than the launched one (the LSTM forward at B16 H768
-    bf16: 144 registers and 48 scalar h loads offline, 104 registers and 12 vector loads launched)."""
+    bf16: 144 registers and 48 scalar h loads offline, 104 registers and 12 vector loads launched).
+
+    The pointers' alignment is an assumption: the engine's pointers are offset by whole steps, so it
+    holds where a step's buffer is a multiple of 16 bytes (B*H a multiple of 4 for fp32 buffers, of 8
+    for h exchanged in 16 bits: with the default fp32 exchange, every H of the grid but 650, at any B).
+    Elsewhere a launch whose offsets are not aligned gets a build without divisibility on those pointers."""
     sig, consts, attrs = {}, {}, {}
     for i, (name, ty) in enumerate(signature):
         value = ints.get(name) if name not in do_not_specialize else None

@@ -65,7 +65,8 @@ def _triton_version() -> str:
 
 def _cooperative_option() -> dict:
     """launch_cooperative_grid=True where this Triton's CUDA backend has it: a grid that cannot be
-    co-resident is refused at launch instead of hanging at the barrier."""
+    co-resident is refused at launch instead of waiting at the barrier. {} where not (Triton before
+    3.2): then the engine is not used (`_gpu_choice`)."""
     try:
         from triton.backends.nvidia.compiler import CUDAOptions
     except ImportError:
