@@ -154,4 +154,5 @@ def test_engine_configs_name_every_integer_the_kernels_specialize_on():
         ints = dict(c.ints)
         assert {n for n, ty in c.signature if ty == "i32"} <= set(ints), c.kernel
         assert ints["B"] == 1 and ints["H"] == 768
-        assert ints["c_stride"] == (768 if c.kernel == "lstm.engine.forward" else 0) if "forward" in c.kernel else True
+        if "forward" in c.kernel:  # the LSTM's training forward keeps every step's c; the inference forward, one
+            assert ints["c_stride"] == (768 if c.kernel == "lstm.engine.forward" else 0)
