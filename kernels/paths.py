@@ -18,6 +18,7 @@ import threading
 PATH_ENV_VARS: tuple[str, ...] = (
     "LIGHTNING_RNN_PERSISTENT",          # 1: the persistent whole-sequence LSTM kernel where it fits
     "LIGHTNING_RNN_PERSISTENT_VARIANT",  # which persistent kernel variant
+    "LIGHTNING_RNN_ENGINE_CHECK",        # 1: the engine's error word read after each launch (a synchronization)
     "LIGHTNING_RNN_CUDA_GRAPHS",         # 1: per-step launch loops captured and replayed as CUDA graphs
     "LIGHTNING_RNN_AUTOTUNE",            # 0: backend="auto" does not time, it takes Triton where it can run
     "TRITON_INTERPRET",                  # 1: Triton's CPU interpreter (the kernels on the CPU)

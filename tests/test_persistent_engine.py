@@ -259,9 +259,10 @@ def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch
         multi_processor_count = 132
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    monkeypatch.setattr(run, "_cooperative_option", lambda: {"launch_cooperative_grid": True})
     tried = []
 
-    def compile_fits(p, B, H, dtype, device, sms, lengths=False):
+    def compile_fits(p, B, H, dtype, device, sms, precision, lengths=False):
         tried.append(p)
         if len(tried) == 1:
             raise OutOfResources(425984, 232448, "shared memory")
@@ -286,6 +287,297 @@ def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch
         assert p is None and reason
     finally:
         run._gpu_choice.cache_clear()
+
+
+# --- no hang, ever ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs programs one after another")
+@pytest.mark.parametrize("barrier", [0, 1, 2])
+def test_a_wait_that_never_opens_gives_up_and_sets_the_error_word(barrier):
+    """Two programs, run one after another: the first one's first wait can never open. It gives up after
+    its polls, sets the error word to its step + 1 and waits no more; the launch ends."""
+    from kernels.persistent.engine import barrier_kernel
+
+    sync, error = torch.zeros(32, dtype=torch.int32), torch.zeros(1, dtype=torch.int32)
+    barrier_kernel[(2,)](sync, error, 8, 3, BARRIER=barrier, P_POW2=2)
+    assert error.item() == 1, "gave up at step 0"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs programs one after another")
+@pytest.mark.parametrize("barrier", [0, 1, 2])
+def test_a_program_leaves_its_wait_once_another_gave_up(barrier):
+    """With the error word already set, a wait that cannot open ends after ERROR_CHECK_POLLS polls,
+    not after its own bound (2^30 polls: far beyond this test's time in the interpreter)."""
+    from kernels.persistent.engine import barrier_kernel
+
+    sync, error = torch.zeros(32, dtype=torch.int32), torch.full((1,), 5, dtype=torch.int32)
+    barrier_kernel[(2,)](sync, error, 2**30, 2, BARRIER=barrier, P_POW2=2)
+    assert error.item() == 5, "the first program to give up writes the error word"
+
+
+def _grid_that_cannot_be_resident(monkeypatch) -> list:
+    """The engine at a GPU plan of several programs along H, the whole sequence in one launch: in the
+    interpreter (programs one after another) the first program's first wait never opens. Polls few,
+    the real fallback on; returns the error words the forward launches returned."""
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    monkeypatch.setattr(P, "interpreter_plan", lambda cell, B, H, variant: next(
+        p for p in P.gpu_plans(cell, B, H, 4, 132, variant) if p.slices > 1))
+    monkeypatch.setattr(run, "MAX_POLLS", 8)
+    monkeypatch.setattr(run, "mark_failed", run.mark_failed.original)
+    monkeypatch.setattr(run, "_logged", set())
+    monkeypatch.setattr(run, "_unchecked", {})
+    errors = []
+    original = run.forward_launch
+    monkeypatch.setattr(run, "forward_launch", lambda *a: (errors.append(original(*a)), errors[-1])[1])
+    return errors
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs programs one after another")
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_launch_that_gives_up_falls_back_before_it_returns(cell, engine, monkeypatch, caplog):
+    """Where the error word costs nothing to read (here: the interpreter has finished the launch) the
+    layer reads it before it returns: the per-step kernels run instead, the results are right (the
+    parity check), the reason is logged once and nothing is raised."""
+    errors = _grid_that_cannot_be_resident(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        check(cell, 3, 3, 4, 33, torch.float32)
+    assert errors and all(e.item() == 1 for e in errors), "the first program gave up at its first wait"
+    assert not engine(), "no result of the failed launch may be returned"
+    assert any(r["cell"] == _family(cell) and r["path"] == "step" for r in paths.snapshot())
+    messages = [r.getMessage() for r in caplog.records if "gave up at a grid barrier" in r.getMessage()]
+    assert len(messages) == 1 and "per-step kernels" in messages[0], messages
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter runs programs one after another")
+def test_a_failure_found_after_its_results_were_returned_raises_then_falls_back(engine, monkeypatch):
+    """On a GPU the error word is read on the layer's next call (no synchronization): the failed launch's
+    results were returned by then, so that call raises a RuntimeError saying so and how to turn the
+    engine off; the shape runs the per-step kernels from then on."""
+    from kernels.gru.function import gru_layer
+    from kernels.persistent import run
+
+    errors = _grid_that_cannot_be_resident(monkeypatch)
+    monkeypatch.setattr(run, "_check_at_once", lambda device: False)  # as on a GPU without ENGINE_CHECK
+    inputs = gru_tests.make_inputs(gru_tests.Case(B=3, T=3, I=4, H=33), DEVICE)
+    with torch.no_grad():
+        gru_layer(**inputs)  # returns: the error word is not read yet
+    assert errors[0].item() == 1 and engine()
+    with pytest.raises(RuntimeError, match="gave up at a grid barrier") as raised:
+        gru_layer(**inputs)
+    for advice in ("invalid", "LIGHTNING_RNN_PERSISTENT=0", "LIGHTNING_RNN_ENGINE_CHECK=1"):
+        assert advice in str(raised.value)
+    paths.reset()
+    check("gru", 3, 3, 4, 33, torch.float32)
+    assert not engine() and len(errors) == 1, "the engine was tried again after it failed for this shape"
+
+
+def test_engine_check_reads_every_launch_before_it_returns(monkeypatch):
+    """LIGHTNING_RNN_ENGINE_CHECK=1 reads the error word right after each forward and backward on a GPU too
+    (a synchronization); the CPU interpreter always does (free there)."""
+    from kernels.persistent import run
+
+    monkeypatch.delenv("LIGHTNING_RNN_ENGINE_CHECK", raising=False)
+    assert not run._check_at_once(torch.device("cuda", 0)) and run._check_at_once(torch.device("cpu"))
+    monkeypatch.setenv("LIGHTNING_RNN_ENGINE_CHECK", "1")
+    assert run._check_at_once(torch.device("cuda", 0))
+
+
+def _fake_gpu(monkeypatch, cooperative: bool = True) -> list:
+    """choose() on a pretend 132-SM GPU, compiling nothing: returns the (plan, precision) it checked."""
+    from kernels.persistent import run
+
+    class Props:
+        multi_processor_count = 132
+
+    checked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    monkeypatch.setattr(run, "_cooperative_option", lambda: {"launch_cooperative_grid": True} if cooperative else {})
+    monkeypatch.setattr(run, "_compile_fits", lambda p, B, H, dtype, device, sms, precision, lengths=False: (
+        checked.append((p, precision)), (True, ""))[1])
+    monkeypatch.setattr(run, "_chosen", {})
+    run._gpu_choice.cache_clear()
+    return checked
+
+
+def test_no_engine_without_a_cooperative_launch(monkeypatch):
+    """Where this Triton cannot launch a cooperative grid (before 3.2) the grid is not sure to be resident:
+    the engine is not used, and the reason says why."""
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    checked = _fake_gpu(monkeypatch, cooperative=False)
+    try:
+        p, reason = run.choose(P.LSTM, 16, 768, torch.bfloat16, torch.device("cuda"), interpreted=False)
+        assert p is None and "cooperative" in reason and not checked
+        checked = _fake_gpu(monkeypatch, cooperative=True)
+        p, reason = run.choose(P.LSTM, 16, 768, torch.bfloat16, torch.device("cuda"), interpreted=False)
+        assert p is not None and reason == "" and checked
+    finally:
+        run._gpu_choice.cache_clear()
+
+
+# --- what is checked is what runs ------------------------------------------------------------------------
+
+
+def test_allow_tf32_is_part_of_the_plan_key(monkeypatch):
+    """allow_tf32 changes the fp32 kernels (tl.dot's input precision): each setting gets its own check."""
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    checked = _fake_gpu(monkeypatch)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for allow in (False, True, False):
+            torch.backends.cuda.matmul.allow_tf32 = allow
+            assert run.choose(P.LSTM, 16, 768, torch.float32, torch.device("cuda"), interpreted=False)[0]
+        assert [precision for _, precision in checked] == ["ieee", "tf32"], "each precision checked once"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+        run._gpu_choice.cache_clear()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_compile_fits_checks_every_kernel_the_shape_launches(cell, monkeypatch):
+    """The training forward, the inference forward (LSTM, GRU: the Elman forward keeps nothing either way)
+    and the backward, each with the arguments a launch passes; one that does not fit refuses the plan."""
+    from types import SimpleNamespace
+
+    from kernels.persistent import engine as E
+    from kernels.persistent import plan as P
+    from kernels.persistent import run
+
+    compiled = []
+
+    def warmup(kernel):
+        def compile_(*args, grid, **kwargs):
+            compiled.append((kernel, args, kwargs))
+            regs = 300 if kernel == "forward" and not kwargs["SAVE"] and "broken" in compiled_mode else 100
+            return SimpleNamespace(n_regs=regs, n_spills=0, metadata=SimpleNamespace(shared=1024))
+        return compile_
+
+    compiled_mode = []
+    monkeypatch.setattr(E.persistent_forward_kernel, "warmup", warmup("forward"), raising=False)
+    monkeypatch.setattr(E.persistent_backward_kernel, "warmup", warmup("backward"), raising=False)
+    B, H = 16, 768
+    p = P.gpu_plans(P.CELLS[cell], B, H, 2, 132, "default")[0]
+    ok, reason = run._compile_fits(p, B, H, torch.bfloat16, torch.device("cpu"), 132, "ieee")
+    assert ok, reason
+    forwards = [(kw["SAVE"], args[list(run.launches(p, B, H, torch.bfloat16, "ieee")[0].args).index("c_stride")])
+                for k, args, kw in compiled if k == "forward"]
+    lstm_or_gru = cell in ("lstm", "gru")
+    assert forwards == ([(True, B * H if cell == "lstm" else 0), (False, 0)] if lstm_or_gru else [(False, 0)])
+    assert [k for k, _, _ in compiled].count("backward") == 1
+    if lstm_or_gru:
+        compiled_mode.append("broken")
+        ok, reason = run._compile_fits(p, B, H, torch.bfloat16, torch.device("cpu"), 132, "ieee")
+        assert not ok and reason.startswith("forward.inference: 300 registers"), reason
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_checked_launches_are_the_launches_that_run(cell, dtype, engine, monkeypatch):
+    """`run.launches` (what choose compiles, what kernels.resources measures) against every real launch of
+    a training and an inference call: the same kernels, pointer dtypes, integers (the step counts aside:
+    no build depends on them) and constexprs."""
+    from kernels.persistent import run
+
+    if cell == "rnn_relu" and dtype == torch.float16:
+        pytest.skip(RELU_16_BIT)
+    seen = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel, self.fn = kernel, kernel.fn
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((self, args, kwargs))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    plans = _gpu_grid(monkeypatch, 132)
+    monkeypatch.setattr(run, "persistent_forward_kernel", Recorder(run.persistent_forward_kernel))
+    monkeypatch.setattr(run, "persistent_backward_kernel", Recorder(run.persistent_backward_kernel))
+    check(cell, 3, 2, 4, 20, dtype)
+    layer = {"lstm": lstm_tests, "gru": gru_tests}.get(cell, rnn_tests)
+    case = layer.Case(B=3, T=2, I=4, H=20, **({"nonlinearity": cell.split("_")[1]} if "rnn" in cell else {}))
+    with torch.no_grad():  # an inference call as well
+        _layer_fn(cell)(*(v.to(dtype) if v is not None else None for v in layer.make_inputs(case, DEVICE).values()))
+    checked = run.launches(plans[0], 3, 20, dtype, "ieee")
+    assert {launch.name for launch in checked} == (
+        {"forward", "forward.inference", "backward"} if cell in ("lstm", "gru") else {"forward", "backward"})
+    assert seen
+    for kernel, args, kwargs in seen:
+        launch = next(x for x in checked if x.kernel is kernel and x.constexprs.get("SAVE") == kwargs.get("SAVE"))
+        assert {k: kwargs[k] for k in launch.constexprs} == launch.constexprs
+        for (name, want), got in zip(launch.args.items(), args, strict=True):
+            if isinstance(want, torch.dtype):
+                assert got.dtype == want, f"{launch.name} {name}: {got.dtype} launched, {want} checked"
+            elif name not in ("n_steps", "t_last", "t0"):
+                assert got == want, f"{launch.name} {name}: {got} launched, {want} checked"
+
+
+def _layer_fn(cell: str):
+    import functools
+
+    from kernels.gru.function import gru_layer
+    from kernels.lstm.op import lstm_layer
+    from kernels.rnn.function import rnn_layer
+
+    if cell in ("lstm", "gru"):
+        return {"lstm": lstm_layer, "gru": gru_layer}[cell]
+    return functools.partial(rnn_layer, nonlinearity=cell.split("_")[1])
+
+
+# --- every launch on its input's device ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["engine", "step"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_launch_runs_under_its_input_devices_guard(cell, persistent, engine, monkeypatch):
+    """Triton launches on the current device: every kernel launch of a layer's forward and backward, on the
+    engine and on the per-step path, happens inside the guard of the input's device (a mock guard here)."""
+    import contextlib
+    import importlib
+
+    from kernels import device as device_module
+    from kernels.persistent import run
+
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "1" if persistent else "0")
+    current, launched = [], []
+
+    @contextlib.contextmanager
+    def guard(device):
+        current.append(device)
+        try:
+            yield
+        finally:
+            current.pop()
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append(list(current))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(device_module, "device_guard", guard)
+    module = importlib.import_module(f"kernels.{_family(cell)}.function")
+    monkeypatch.setattr(module, "device_guard", guard, raising=False)
+    for name in dir(module):
+        if name.endswith("_step_kernel"):
+            monkeypatch.setattr(module, name, Recorder(getattr(module, name)))
+    for name in ("persistent_forward_kernel", "persistent_backward_kernel"):
+        monkeypatch.setattr(run, name, Recorder(getattr(run, name)))
+    check(cell, 3, 3, 4, 7, torch.float32)
+    assert bool(engine()) == persistent
+    assert launched and all(c == [torch.device(DEVICE)] for c in launched), launched
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -116,3 +116,44 @@ def test_step_kernels_fit_without_spills_at_target(target_rows):
     assert len(rows) == 2 * len(TARGETS)
     for r in rows:
         assert r["fits"] and r["spill_bytes"] == 0, r
+
+
+def test_specialization_is_a_launchs():
+    """Integers and pointers get the specialization Triton's launcher gives a launch's arguments (its own
+    rule, where this Triton exposes it): what resources compiles is the kernel that runs."""
+    import torch
+
+    from kernels.resources import specialization
+
+    try:
+        from triton._C.libtriton import native_specialize_impl
+        from triton.backends.nvidia.compiler import CUDABackend
+    except ImportError:
+        native_specialize_impl = None
+    for value in (0, 1, 2, 16, 17, 32, 650, 768, 12288):
+        sig, consts, attrs = specialization((("n", "i32"),), {"n": value})
+        constexpr, divisible = sig["n"] == "constexpr", (0,) in attrs
+        assert (constexpr, divisible) == (value == 1, value != 1 and value % 16 == 0)
+        assert consts == ({"n": 1} if value == 1 else {})
+        if native_specialize_impl is not None:
+            ty, key = native_specialize_impl(CUDABackend, value, False, True, True)
+            assert (ty == "constexpr", key == "D") == (constexpr, divisible), value
+    sig, consts, attrs = specialization((("p", "*bf16"), ("n", "i32"), ("m", "i32")), {"n": 1, "m": 32}, ["n", "m"])
+    assert sig == {"p": "*bf16", "n": "i32", "m": "i32"} and attrs == {(0,): [["tt.divisibility", 16]]} and not consts
+    if native_specialize_impl is not None:  # a 16-byte aligned buffer, as the host's
+        assert native_specialize_impl(CUDABackend, torch.empty(8), False, True, True)[1] == "D"
+
+
+def test_engine_configs_name_every_integer_the_kernels_specialize_on():
+    """The engine's resource configs carry the value of each integer argument the kernels do not exclude
+    from specialization (do_not_specialize: the step counts, the poll bound)."""
+    from kernels.persistent import run
+
+    configs = run.resource_configs("lstm", 1, 768, "bf16", H100.sms)
+    assert {c.kernel for c in configs} >= {"lstm.engine.forward", "lstm.engine.forward.inference", "lstm.engine.backward"}
+    for c in configs:
+        ints = dict(c.ints)
+        assert {n for n, ty in c.signature if ty == "i32"} <= set(ints), c.kernel
+        assert ints["B"] == 1 and ints["H"] == 768
+        if "forward" in c.kernel:  # the LSTM's training forward keeps every step's c; the inference forward, one
+            assert ints["c_stride"] == (768 if c.kernel in ("lstm.engine.forward", "lstm.engine.forward.lengths") else 0)

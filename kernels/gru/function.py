@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from kernels import paths
+from kernels.device import on_input_device
 from kernels.lengths import grad_in, valid_steps, zero_past
 from kernels.persistent import plan as engine_plan
 from kernels.persistent import run as engine
@@ -32,6 +33,7 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
 
 class _GRULayerFunction(torch.autograd.Function):
     @staticmethod
+    @on_input_device
     def forward(ctx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,  # type: ignore[override]
                 bias_x: Tensor | None, b_hn: Tensor | None, save: bool,
                 lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -74,6 +76,7 @@ class _GRULayerFunction(torch.autograd.Function):
         return zero_past(hs[1:], lengths).to(x.dtype, copy=True), hs[T].to(x.dtype, copy=True)
 
     @staticmethod
+    @on_input_device
     def backward(ctx, dy: Tensor, dh_T: Tensor):  # type: ignore[override]
         x, w_ih, w_hh, hs, gates, lengths = ctx.saved_tensors
         T, B, I = x.shape

@@ -18,7 +18,6 @@ Without a gradient to compute, the forward keeps nothing for a backward (no gate
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from typing import Callable, Sequence
@@ -28,6 +27,7 @@ import triton
 from torch import Tensor
 
 from kernels import paths
+from kernels.device import device_guard
 from kernels.lengths import grad_in, valid_steps, zero_past
 from kernels.persistent import plan as engine_plan
 from kernels.persistent import run as engine
@@ -75,12 +75,6 @@ def _block_sizes(batch: int, hidden: int, reduce: int, gpu_tiles: bool | None = 
 #: allowed it for fp32 matmuls (torch.backends.cuda.matmul.allow_tf32, set_float32_matmul_precision);
 #: fp16/bf16 operands go to the tensor cores either way.
 dot_precision = engine.dot_precision
-
-
-def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Triton launches on the *current* CUDA device and its current stream, which need not be the
-    input's (a model on cuda:1 while cuda:0 is current): make the input's device current."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _forward_steps(b: dict[str, Tensor], keep: bool, precision: str) -> None:
@@ -322,7 +316,7 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
                ("BLOCK_H", c), ("BLOCK_K", c))
     tiles = (("DOT_PRECISION", "ieee"), ("BLOCK_B", BB), ("BLOCK_H", BH), ("BLOCK_K", BK))
     common = dict(family="lstm", B=B, H=H, dtype=dtype, num_warps=STEP_NUM_WARPS, programs=programs,
-                  persistent=False)
+                  persistent=False, ints=(("B", B), ("H", H), ("R", H), ("stride_w", H)))  # as layer_forward passes them
     configs = [
         LaunchConfig(kernel="lstm.step.forward", fn_path="kernels.lstm.triton_kernels:lstm_forward_step_kernel",
                      signature=fwd_sig, constexprs=(("STORE_GATES", True),) + tiles, **common),

@@ -36,6 +36,11 @@ and dy there and adds dh_n at each row's last valid step (kernels/lengths.py).
 
 Every pointer is offset to the launch's first (backward: last) step on the host and moved one
 step per iteration, so no index is t * B * 4H (which passes 2^31 for long sequences).
+
+No wait is unbounded (`_wait`): a program whose partner never arrives (a grid that is not resident at
+once) gives up after `max_polls` polls, writes the launch's error word (after the sync words) and
+waits no more; the host reads the word and falls back (kernels/persistent/run.py). The step counts
+and the bound are not specialized on, so the build a shape gets does not depend on T.
 """
 from __future__ import annotations
 
@@ -51,6 +56,10 @@ LSTM, GRU, ELMAN_TANH, ELMAN_RELU = 0, 1, 2, 3
 
 # --- the barrier ----------------------------------------------------------------------------------------
 
+#: Polls between two reads of the error word while a wait lasts (a power of two): a program stuck at a
+#: barrier whose partner gave up leaves after this many polls instead of after its own bound.
+ERROR_CHECK_POLLS = tl.constexpr(1024)
+
 
 @triton.jit
 def _arrive(sync_ptr, pid_j, step, BARRIER: tl.constexpr):
@@ -63,29 +72,63 @@ def _arrive(sync_ptr, pid_j, step, BARRIER: tl.constexpr):
 
 
 @triton.jit
-def _wait(sync_ptr, step, n_programs, BARRIER: tl.constexpr, P_POW2: tl.constexpr):
-    """Until every program of this batch tile has arrived after step `step`."""
-    if BARRIER == 0:
-        target = (step + 1) * n_programs
-        arrived = tl.atomic_add(sync_ptr, 0, sem="acquire")
-        while arrived < target:
-            arrived = tl.atomic_add(sync_ptr, 0, sem="acquire")
-    elif BARRIER == 1:
-        target = (step + 1) * n_programs
-        arrived = tl.load(sync_ptr, volatile=True)
-        while arrived < target:
-            arrived = tl.load(sync_ptr, volatile=True)
-        # The arrivals form one release sequence on the counter: one acquire read of it orders
-        # every program's h_t before this program's next loads.
-        tl.atomic_add(sync_ptr, 0, sem="acquire")
-    else:
+def _progress(sync_ptr, step, n_programs, BARRIER: tl.constexpr, P_POW2: tl.constexpr):
+    """How far this batch tile is, the same in every thread of the program (an atomic's result is
+    broadcast, a reduction's too): arrivals (BARRIER 0) or the slowest program's flag (2)."""
+    if BARRIER == 2:
         offs_p = tl.arange(0, P_POW2)
-        mask_p = offs_p < n_programs
-        slowest = tl.min(tl.load(sync_ptr + offs_p, mask=mask_p, other=step + 1, volatile=True), axis=0)
-        while slowest < step + 1:
-            slowest = tl.min(tl.load(sync_ptr + offs_p, mask=mask_p, other=step + 1, volatile=True), axis=0)
-        tl.atomic_add(sync_ptr + offs_p, 0, mask=mask_p, sem="acquire")
+        return tl.min(tl.load(sync_ptr + offs_p, mask=offs_p < n_programs, other=step + 1, volatile=True), axis=0)
+    else:
+        return tl.atomic_add(sync_ptr, 0, sem="acquire")
+
+
+@triton.jit
+def _spin_loads(sync_ptr, target):
+    """BARRIER 1: plain volatile loads of the counter, at most ERROR_CHECK_POLLS of them (each thread on
+    its own: nothing in here may synchronize the program's threads)."""
+    arrived = tl.load(sync_ptr, volatile=True)
+    polls = tl.full([], 1, tl.int32)
+    while (arrived < target) & (polls < ERROR_CHECK_POLLS):
+        arrived = tl.load(sync_ptr, volatile=True)
+        polls += 1
+
+
+@triton.jit
+def _wait(sync_ptr, step, n_programs, error_ptr, max_polls, gave_up, BARRIER: tl.constexpr, P_POW2: tl.constexpr):
+    """Until every program of this batch tile has arrived after step `step`; returns whether this program
+    has given up (`gave_up`: at an earlier step): after `max_polls` polls, or sooner once another program
+    has set the error word. The first program to give up sets the error word to its step + 1 (the host
+    reads it: the launch's results are invalid); a program that gave up runs its remaining steps without waiting (Triton has
+    no `break`, and a while loop over the steps builds a slower kernel: twice the registers).
+
+    A program that is not resident never arrives (no cooperative launch), so no wait may be unbounded.
+    Every branch below is taken alike by all threads of the program (their conditions are atomics'
+    or reductions' results): a barrier or a broadcast inside a branch some threads skip would hang."""
+    target = step + 1 if BARRIER == 2 else (step + 1) * n_programs
+    if BARRIER == 1:
+        seen = target - 1  # one round at least: the loads' spin, then the acquire that orders h_t
+    else:
+        seen = _progress(sync_ptr, step, n_programs, BARRIER, P_POW2)
+    polls = tl.where(gave_up, max_polls, 0)
+    while (seen < target) & (polls < max_polls):
+        if BARRIER == 1:
+            # The arrivals form one release sequence on the counter: one acquire read of it orders
+            # every program's h_t before this program's next loads.
+            _spin_loads(sync_ptr, target)
+            polls += ERROR_CHECK_POLLS
+        else:
+            polls += 1
+        seen = _progress(sync_ptr, step, n_programs, BARRIER, P_POW2)
+        if (polls % ERROR_CHECK_POLLS == 0) & (seen < target):  # slow: has another program given up?
+            if tl.atomic_add(error_ptr, 0) != 0:
+                polls = max_polls
+    if (seen < target) & ~gave_up:  # the first program to give up writes its step
+        tl.atomic_cas(error_ptr, 0, step + 1)
+    if BARRIER == 2:
+        offs_p = tl.arange(0, P_POW2)
+        tl.atomic_add(sync_ptr + offs_p, 0, mask=offs_p < n_programs, sem="acquire")
     tl.debug_barrier()
+    return gave_up | (seen < target)
 
 
 # --- loads and the product ------------------------------------------------------------------------------
@@ -216,7 +259,7 @@ def _frozen(h_new, valid, hs_ptr, bj, mask_bj):
 # --- forward --------------------------------------------------------------------------------------------
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_steps", "max_polls", "t0"])  # the step counts never change the build
 def persistent_forward_kernel(
     xg_ptr,  # (n_steps, B, X*H) any float dtype: x @ W_ih^T + biases (X = 4 LSTM, 3 GRU, 1 Elman)
     hs_ptr,  # (n_steps+1, B, H) exchange dtype: hs[0] = h before the first step, hs[t+1] = h_t
@@ -225,8 +268,10 @@ def persistent_forward_kernel(
     saved_ptr,  # (n_steps, B, 4H) fp32 out if SAVE: LSTM i, f, g, o; GRU r, z, n, hn
     w_ptr,  # (slices * NG * BLOCK_J, K_TOTAL): W_hh gate-interleaved, zero-padded (plan.interleave)
     b_hn_ptr,  # (H,) fp32: GRU's b_hn (zeros without bias); unused otherwise
-    sync_ptr,  # int32, zero: per batch tile `sync_stride` words (a counter, or one flag per program)
+    sync_ptr,  # int32, zero: per batch tile `sync_stride` words (a counter, or one flag per program); after
+    #            the last tile's, the launch's error word (set by a program that gave up at a barrier)
     sync_stride,  # words per batch tile: a multiple of 32 (128 B), >= the programs of a tile
+    max_polls,  # polls a barrier wait may take before the program gives up (see `_wait`)
     n_steps,
     B,
     H,
@@ -255,6 +300,7 @@ def persistent_forward_kernel(
     N: tl.constexpr = NG * BLOCK_J
     pid_j = tl.program_id(0)
     n_programs = tl.num_programs(0)
+    error_ptr = sync_ptr + tl.num_programs(1) * sync_stride
     sync_ptr += tl.program_id(1) * sync_stride
     # This program's rows of W_hh, loaded once for all steps, in their own dtype.
     w_ptr += pid_j * N * K_TOTAL
@@ -272,6 +318,7 @@ def persistent_forward_kernel(
     if HAS_LENGTHS:
         lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
+    gave_up = tl.full([], 0, tl.int1)  # at a barrier (see `_wait`): from then on this program waits no more
     for step in range(n_steps):
         if HAS_LENGTHS:  # a row past its length keeps h and c (its h is then its h_n); see _frozen
             valid = ((t0 + step) < lengths)[:, None]
@@ -321,7 +368,7 @@ def persistent_forward_kernel(
             _arrive(sync_ptr, pid_j, step, BARRIER)
             if SPLIT:  # the next step's input projection, loaded while the other programs catch up
                 x0, x1, x2, x3 = _load_x(xg_ptr, offs_b, offs_j, mask_bj, H, CELL)
-            _wait(sync_ptr, step, n_programs, BARRIER, P_POW2)
+            gave_up = _wait(sync_ptr, step, n_programs, error_ptr, max_polls, gave_up, BARRIER, P_POW2)
             if not SPLIT:
                 x0, x1, x2, x3 = _load_x(xg_ptr, offs_b, offs_j, mask_bj, H, CELL)
 
@@ -349,7 +396,7 @@ def _share_chunk(share_ptr, dg, w, offs_b, mask_b, H, k0, KC: tl.constexpr, SWAP
         tl.store(share_ptr + offs_b[:, None] * H + offs_k[None, :], share, mask=mask_b[:, None] & mask_k[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t_last", "n_steps", "max_polls"])  # the step counts never change the build
 def persistent_backward_kernel(
     dy_ptr,  # (., B, H) fp32 at the LAST step of this launch: dL/dh_t from above (dh_T included)
     dg_ptr,  # (., B, G*H) fp32 out at the last step: LSTM d(i, f, g, o) pre-activation (G = 4);
@@ -360,8 +407,9 @@ def persistent_backward_kernel(
     dstate_ptr,  # (B, H) fp32: in dL/dc_T (LSTM) or 0 (GRU: the part of dL/dh through z*h); out: at step 0
     w_ptr,  # gate-interleaved W_hh, as in the forward
     share_ptr,  # (2, slices, B, H) fp32: each program's share of dh_{t-1}, slot t % 2; zero at first
-    sync_ptr,  # int32, zero, as in the forward
+    sync_ptr,  # int32, zero, as in the forward (the error word after the last tile's words)
     sync_stride,
+    max_polls,  # as in the forward
     t_last,  # the time index of the last step (selects the share slots)
     n_steps,
     B,
@@ -387,6 +435,7 @@ def persistent_backward_kernel(
     N: tl.constexpr = NG * BLOCK_J
     pid_j = tl.program_id(0)
     n_programs = tl.num_programs(0)
+    error_ptr = sync_ptr + tl.num_programs(1) * sync_stride
     sync_ptr += tl.program_id(1) * sync_stride
     w_ptr += pid_j * N * K_TOTAL
     if STREAM_K == 0:
@@ -403,6 +452,7 @@ def persistent_backward_kernel(
     if HAS_LENGTHS:
         lengths = tl.load(len_ptr + offs_b, mask=mask_b, other=0)
 
+    gave_up = tl.full([], 0, tl.int1)  # as in the forward
     for step in range(n_steps):
         t = t_last - step
         if HAS_LENGTHS:
@@ -469,7 +519,7 @@ def persistent_backward_kernel(
         c_ptr -= B * H
         if step + 1 < n_steps:
             _arrive(sync_ptr, pid_j, step, BARRIER)
-            _wait(sync_ptr, step, n_programs, BARRIER, P_POW2)
+            gave_up = _wait(sync_ptr, step, n_programs, error_ptr, max_polls, gave_up, BARRIER, P_POW2)
     tl.store(dstate_ptr + bj, dstate, mask=mask_bj)
 
 
@@ -477,10 +527,12 @@ def persistent_backward_kernel(
 
 
 @triton.jit
-def barrier_kernel(sync_ptr, n_steps, BARRIER: tl.constexpr, P_POW2: tl.constexpr):
-    """Empty steps: what one step's barrier costs across the grid (lightning_rnn.bench.variants)."""
+def barrier_kernel(sync_ptr, error_ptr, max_polls, n_steps, BARRIER: tl.constexpr, P_POW2: tl.constexpr):
+    """Empty steps: what one step's barrier costs across the grid (lightning_rnn.bench.variants).
+    error_ptr: an int32 word, zero; nonzero after the launch where a program gave up (see `_wait`)."""
     pid_j = tl.program_id(0)
     n_programs = tl.num_programs(0)
+    gave_up = tl.full([], 0, tl.int1)
     for step in range(n_steps):
         _arrive(sync_ptr, pid_j, step, BARRIER)
-        _wait(sync_ptr, step, n_programs, BARRIER, P_POW2)
+        gave_up = _wait(sync_ptr, step, n_programs, error_ptr, max_polls, gave_up, BARRIER, P_POW2)

@@ -5,11 +5,21 @@ they call `forward` / `backward`, else their per-step kernels. On a GPU `choose`
 plan's kernels (no launch) and applies the rule of `kernels.resources`, trying the next candidate
 where one does not fit; whatever the compiler or a launch reports is a reason to fall back, never
 an error for the user (`mark_failed` makes the fallback stick for that shape).
+
+No launch may hang. The engine runs only where Triton can launch a cooperative grid (all programs
+resident, or the launch is refused), and every barrier wait is bounded (`MAX_POLLS`): a program
+that gives up sets its launch's error word and leaves. The host reads that word where it costs no
+synchronization: at once in the CPU interpreter or under LIGHTNING_RNN_ENGINE_CHECK=1 (which
+synchronizes after each forward and backward), so the layer falls back before it returns anything;
+else on the layer's next call for that shape (`choose`), when the results of the failed launch
+were already returned: then the shape is marked failed and a RuntimeError says so.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import os
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,9 +33,17 @@ log = logging.getLogger(__name__)
 #: programs) in the interpreter, which runs programs one after another: a barrier between two would
 #: never open there, and a launch never waits after its last step.
 STEPS_PER_LAUNCH: int | None = None
+#: Polls a barrier wait may take before its program gives up (`engine._wait`): over a minute at the
+#: ~1 us an L2 round trip takes, far beyond any step; tests make it small.
+MAX_POLLS = 2**26
+#: int32 words after the batch tiles' sync words: the launch's error word, on a 128-byte line of its own.
+ERROR_WORDS = 32
 _logged: set[str] = set()
-#: (cell, B, H, dtype, device, variant, interpreted) -> (plan or None, reason): decided once per shape.
+#: (cell, B, H, dtype, device, variant, precision, interpreted) -> (plan or None, reason): decided once per shape.
 _chosen: dict[tuple, tuple[P.Plan | None, str]] = {}
+#: (cell, B, H, dtype, device) -> [(forward/backward, error word, CUDA event or None)]: launches whose
+#: error word the host has not read yet (kept alive until read).
+_unchecked: dict[tuple, list[tuple[str, Tensor, object]]] = {}
 
 
 def log_once(message: str) -> None:
@@ -39,9 +57,16 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
+def _triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
 def _cooperative_option() -> dict:
     """launch_cooperative_grid=True where this Triton's CUDA backend has it: a grid that cannot be
-    co-resident is refused at launch instead of hanging at the barrier."""
+    co-resident is refused at launch instead of waiting at the barrier. {} where not (Triton before
+    3.2): then the engine is not used (`_gpu_choice`)."""
     try:
         from triton.backends.nvidia.compiler import CUDAOptions
     except ImportError:
@@ -71,28 +96,37 @@ def _backward_constexprs(p: P.Plan, precision: str, lengths: bool = False) -> di
 
 def forward_launch(p: P.Plan, xg: Tensor, hs: Tensor, state0: Tensor, c_out: Tensor, c_stride: int,
                    saved: Tensor, w_rows: Tensor, b_hn: Tensor, n_steps: int, save: bool, interpreted: bool,
-                   lengths: Tensor | None = None, t0: int = 0) -> None:
-    """`n_steps` steps in one launch; every tensor is already offset to the launch's first step (time t0)."""
+                   lengths: Tensor | None = None, t0: int = 0) -> Tensor:
+    """`n_steps` steps in one launch; every tensor is already offset to the launch's first step (time t0).
+    Returns the launch's error word (1,) int32: nonzero where a program gave up at a barrier."""
     B, H = hs.shape[-2], hs.shape[-1]
-    sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=hs.device)
+    sync = _sync_words(p, hs.device)
     persistent_forward_kernel[(p.slices, p.tiles)](
-        xg, hs, state0, c_out, saved, w_rows, b_hn, sync, p.sync_stride, n_steps, B, H, p.k_total, c_stride,
-        lengths if lengths is not None else sync, t0,
+        xg, hs, state0, c_out, saved, w_rows, b_hn, sync, p.sync_stride, MAX_POLLS, n_steps, B, H, p.k_total,
+        c_stride, lengths if lengths is not None else sync, t0,
         **_forward_constexprs(p, save, dot_precision(w_rows.dtype), lengths is not None), **_options(p, interpreted),
     )
+    return sync[-ERROR_WORDS:-ERROR_WORDS + 1]
 
 
 def backward_launch(p: P.Plan, dy: Tensor, dg: Tensor, saved: Tensor, hs: Tensor, cs: Tensor, dstate: Tensor,
                     w_rows: Tensor, shares: Tensor, t_last: int, n_steps: int, interpreted: bool,
-                    lengths: Tensor | None = None) -> None:
-    """Steps t_last down to t_last-n_steps+1 in one launch; tensors offset to the LAST step."""
+                    lengths: Tensor | None = None) -> Tensor:
+    """Steps t_last down to t_last-n_steps+1 in one launch; tensors offset to the LAST step.
+    Returns the launch's error word, as `forward_launch`."""
     B, H = dstate.shape
-    sync = torch.zeros(p.tiles * p.sync_stride, dtype=torch.int32, device=dstate.device)
+    sync = _sync_words(p, dstate.device)
     persistent_backward_kernel[(p.slices, p.tiles)](
-        dy, dg, saved, hs, cs, dstate, w_rows, shares, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total,
-        lengths if lengths is not None else sync,
+        dy, dg, saved, hs, cs, dstate, w_rows, shares, sync, p.sync_stride, MAX_POLLS, t_last, n_steps, B, H,
+        p.k_total, lengths if lengths is not None else sync,
         **_backward_constexprs(p, dot_precision(w_rows.dtype), lengths is not None), **_options(p, interpreted),
     )
+    return sync[-ERROR_WORDS:-ERROR_WORDS + 1]
+
+
+def _sync_words(p: P.Plan, device: torch.device) -> Tensor:
+    """Zeroed int32: each batch tile's barrier words, then the launch's error word (see the kernels)."""
+    return torch.zeros(p.tiles * p.sync_stride + ERROR_WORDS, dtype=torch.int32, device=device)
 
 
 def _new(poison: bool, shape: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -130,12 +164,15 @@ def forward(p: P.Plan, xg: Tensor, h0: Tensor, state0: Tensor | None, w_hh: Tens
     b = b_hn.float().contiguous() if b_hn is not None else torch.zeros(H, dtype=f32, device=dev)
     xg, w_rows = xg.contiguous(), P.interleave(w_hh, p)
     n = STEPS_PER_LAUNCH or T
+    errors = []
     for t in range(0, T, n):
         if t > 0:  # the state a launch starts from is what the one before it left
             state = (cs[t] if save else cs[0]) if lstm else hs[t].float()
         c_out = cs[t + 1] if lstm and save else cs[0]
-        forward_launch(p, xg[t], hs[t], state, c_out, B * H if lstm and save else 0, saved[t] if keeps else hs[t],
-                       w_rows, b, min(n, T - t), save, interpreted, lengths, t)
+        errors.append(forward_launch(p, xg[t], hs[t], state, c_out, B * H if lstm and save else 0,
+                                     saved[t] if keeps else hs[t], w_rows, b, min(n, T - t), save, interpreted,
+                                     lengths, t))
+    _settle((p.cell, B, H, w_hh.dtype, dev), "forward", errors)
     return hs, cs if lstm else None, saved if keeps else None
 
 
@@ -154,53 +191,160 @@ def backward(p: P.Plan, dy: Tensor, dstate: Tensor | None, hs: Tensor | None, cs
     shares = torch.zeros(2, p.slices, B, H, dtype=torch.float32, device=dev)
     w_rows = P.interleave(w_hh, p)
     n = STEPS_PER_LAUNCH or T
-    for t in range(T - 1, -1, -n):
-        backward_launch(p, dy[t], dg[t], saved[t] if saved is not None else dy[t], hs[t + 1] if hs is not None else dy[t],
-                        cs[t + 1] if cs is not None else dy[t], dstate, w_rows, shares, t, min(n, t + 1), interpreted,
-                        lengths)
+    errors = [backward_launch(p, dy[t], dg[t], saved[t] if saved is not None else dy[t],
+                              hs[t + 1] if hs is not None else dy[t], cs[t + 1] if cs is not None else dy[t], dstate,
+                              w_rows, shares, t, min(n, t + 1), interpreted, lengths)
+              for t in range(T - 1, -1, -n)]
+    _settle((p.cell, B, H, w_hh.dtype, dev), "backward", errors)
     return dg
+
+
+# --- the launches' error words --------------------------------------------------------------------------
+
+
+class EngineFailure(RuntimeError):
+    """A program of an engine launch gave up at a grid barrier: that launch's results are invalid."""
+
+
+def _check_at_once(device: torch.device) -> bool:
+    """Whether to read a launch's error word before its results are returned: free on the CPU (the
+    interpreter has finished the launch), a synchronization on a GPU (LIGHTNING_RNN_ENGINE_CHECK=1)."""
+    return device.type != "cuda" or os.environ.get("LIGHTNING_RNN_ENGINE_CHECK", "0") == "1"
+
+
+def _failure(shape: tuple, what: str, code: int) -> str:
+    cell, B, H, dtype, device = shape
+    return (f"the persistent {_CELL_NAMES[cell]} engine's {what} launch for B={B} H={H} {dtype} on {device} gave "
+            f"up at a grid barrier after {code} of its steps ({MAX_POLLS} polls for a program that never "
+            "arrived: its grid was not resident at once, or a program failed)")
+
+
+def _settle(shape: tuple, what: str, errors: list[Tensor]) -> None:
+    """After a forward's or backward's launches: raise EngineFailure now where reading their error words
+    costs no extra synchronization (`_check_at_once`), before any result is returned; else copy them to
+    the host behind an event, for `_check_earlier_launches` on the layer's next call."""
+    error = errors[0] if len(errors) == 1 else torch.cat(errors).amax(0, keepdim=True)
+    if _check_at_once(error.device):
+        code = int(error.item())
+        if code:
+            raise EngineFailure(_failure(shape, what, code))
+        return
+    event = None
+    if error.device.type == "cuda":
+        host = torch.empty(1, dtype=torch.int32, pin_memory=True)
+        error, event = host.copy_(error, non_blocking=True), torch.cuda.Event()
+        event.record(torch.cuda.current_stream(shape[4]))
+    _unchecked.setdefault(shape, []).append((what, error, event))
+
+
+def _check_earlier_launches(shape: tuple) -> None:
+    """The error words of this shape's earlier launches that have finished (no waiting for the others):
+    where one is set, the shape is marked failed and a RuntimeError says that results already returned
+    were invalid and how to turn the engine off."""
+    pending = _unchecked.pop(shape, None)
+    if not pending:
+        return
+    failed, waiting = None, []
+    for what, error, event in pending:
+        if event is not None and not event.query():
+            waiting.append((what, error, event))
+        elif int(error.item()) and failed is None:
+            failed = what, int(error.item())
+    if waiting:
+        _unchecked[shape] = waiting
+    if failed is not None:
+        error = RuntimeError(
+            f"lightning_rnn: {_failure(shape, *failed)}. The results of that call were returned before this was "
+            "known and are invalid; this shape runs the per-step kernels from now on. Set "
+            "LIGHTNING_RNN_PERSISTENT=0 to turn the engine off, or LIGHTNING_RNN_ENGINE_CHECK=1 to check each "
+            "launch before its results are returned (a synchronization after each).")
+        mark_failed(*shape, error)
+        raise error
 
 
 # --- choosing -------------------------------------------------------------------------------------------
 
 
+class Launch(NamedTuple):
+    """One kernel a layer of a plan launches: the arguments (a torch dtype for a pointer, the value
+    for an integer) and the constexprs, as `forward_launch` / `backward_launch` pass them."""
+
+    name: str  # "forward" (as training runs it), "forward.inference", "backward"
+    kernel: object
+    args: dict
+    constexprs: dict
+
+
+def launches(p: P.Plan, B: int, H: int, dtype: torch.dtype, precision: str, lengths: bool = False) -> list[Launch]:
+    """Every kernel a layer of plan `p` launches at (B, H): what `choose` compiles and checks, and what
+    `kernels.resources` measures. The step counts stand for any (the kernels do not specialize on them).
+    `lengths`: the builds for per-row lengths (HAS_LENGTHS), which `choose` decides apart (names end in
+    ".lengths"); t0 is 0 as in a launch of the whole sequence."""
+    ints = dict(sync_stride=p.sync_stride, max_polls=MAX_POLLS, n_steps=2, t_last=3, B=B, H=H, K_TOTAL=p.k_total,
+                t0=0)
+    suffix = ".lengths" if lengths else ""
+    saves = (True, False) if p.cell in (P.LSTM, P.GRU) else (False,)  # the Elman forward keeps nothing
+    out = [Launch(("forward" if save == saves[0] else "forward.inference") + suffix, persistent_forward_kernel,
+                  _arguments(persistent_forward_kernel, p, dtype, save, False,
+                             dict(ints, c_stride=B * H if p.cell == P.LSTM and save else 0)),
+                  _forward_constexprs(p, save, precision, lengths)) for save in saves]
+    return out + [Launch("backward" + suffix, persistent_backward_kernel,
+                         _arguments(persistent_backward_kernel, p, dtype, True, True, ints),
+                         _backward_constexprs(p, precision, lengths))]
+
+
+def _arguments(kernel, p: P.Plan, dtype: torch.dtype, save: bool, backward: bool, ints: dict) -> dict:
+    import inspect
+
+    return {name: _pointer_dtype(p, name, dtype, save, backward) if name.endswith("_ptr") else ints[name]
+            for name, prm in inspect.signature(kernel.fn).parameters.items()
+            if "constexpr" not in str(prm.annotation)}
+
+
+def _pointer_dtype(p: P.Plan, name: str, dtype: torch.dtype, save: bool, backward: bool) -> torch.dtype:
+    """The dtype of the tensor `forward` / `backward` pass as `name` (where a cell leaves a pointer
+    unused it passes some buffer of its own: hs or dy)."""
+    exchange = P.exchange_dtype(p.variant, dtype)
+    lstm, elman = p.cell == P.LSTM, p.cell in (P.ELMAN_TANH, P.ELMAN_RELU)
+    if name == "w_ptr":
+        return dtype
+    if name in ("sync_ptr", "len_ptr"):  # without lengths the host passes the sync words as len_ptr
+        return torch.int32
+    if name == "xg_ptr":  # the LSTM's input projection is in the compute dtype, the others' in fp32
+        return dtype if lstm else torch.float32
+    if name == "hs_ptr":
+        return torch.float32 if backward and lstm else exchange
+    stands_in = {"state0_ptr": elman, "c_ptr": not lstm, "saved_ptr": not save or elman}
+    return exchange if not backward and stands_in.get(name, False) else torch.float32
+
+
 def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.device, sms: int,
-                  lengths: bool = False) -> tuple[bool, str]:
-    """Compile the plan's forward (training) and backward for this B and H (no launch; Triton specializes
-    on its integer arguments, so the sizes are the layer's, the step counts ones it is not specialized
-    for) and apply kernels.resources.fits to what the compiler made. The tensors only carry dtypes.
-    `lengths`: the kernels built for per-row lengths (HAS_LENGTHS), which `choose` decides apart."""
+                  precision: str, lengths: bool = False) -> tuple[bool, str]:
+    """Compile every kernel the plan launches for this B and H (`launches`: no launch; tiny tensors
+    carry the dtypes and, 16-byte aligned, the divisibility of the host's buffers) and apply
+    kernels.resources.fits to what the compiler made, the build a launch with these arguments gets."""
     from kernels.resources import fits
 
-    def tiny(dtype_: torch.dtype) -> Tensor:
-        return torch.empty(16, dtype=dtype_, device=device)
-
-    f32 = tiny(torch.float32)
-    w, hs, sync = tiny(dtype), tiny(P.exchange_dtype(p.variant, dtype)), tiny(torch.int32)
-    precision = dot_precision(dtype)
-    n_steps, t_last = 2, 3
-    for name, fn, args, consts in (
-        ("forward", persistent_forward_kernel,
-         (f32, hs, f32, f32, f32, w, f32, sync, p.sync_stride, n_steps, B, H, p.k_total, B * H, sync, 0),
-         _forward_constexprs(p, True, precision, lengths)),
-        ("backward", persistent_backward_kernel,
-         (f32, f32, f32, hs, f32, f32, w, f32, sync, p.sync_stride, t_last, n_steps, B, H, p.k_total, sync),
-         _backward_constexprs(p, precision, lengths)),
-    ):
-        compiled = fn.warmup(*args, grid=(p.slices, p.tiles), **consts, **_options(p, False))
+    for launch in launches(p, B, H, dtype, precision, lengths):
+        args = [torch.empty(16, dtype=v, device=device) if isinstance(v, torch.dtype) else v
+                for v in launch.args.values()]
+        compiled = launch.kernel.warmup(*args, grid=(p.slices, p.tiles), **launch.constexprs, **_options(p, False))
         if hasattr(compiled, "_init_handles"):
             compiled._init_handles()
         ok, reason = fits(compiled.n_regs, compiled.metadata.shared, p.num_warps, p.programs, persistent=True,
                           sms=sms, spill_bytes=getattr(compiled, "n_spills", 0))
         if not ok:
-            return False, f"{name}: {reason}"
+            return False, f"{launch.name}: {reason}"
     return True, ""
 
 
 @functools.lru_cache(maxsize=None)
 def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device,
-                variant: str, lengths: bool = False) -> tuple[P.Plan | None, str]:
+                variant: str, precision: str, lengths: bool = False) -> tuple[P.Plan | None, str]:
     sms = torch.cuda.get_device_properties(device).multi_processor_count
+    if not _cooperative_option():
+        return None, (f"this Triton ({_triton_version()}) cannot launch a cooperative grid (launch_cooperative_grid, "
+                      "Triton >= 3.2): without one the programs are not sure to be resident at once")
     if B * 4 * H >= 2**31:
         return None, f"B*4H = {B * 4 * H} elements per step passes 32-bit offsets"
     candidates = P.gpu_plans(cell, B, H, dtype.itemsize, sms, variant)
@@ -210,7 +354,7 @@ def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
     reasons = []
     for p in candidates:
         try:
-            ok, reason = _compile_fits(p, B, H, dtype, device, sms, lengths)
+            ok, reason = _compile_fits(p, B, H, dtype, device, sms, precision, lengths)
         except Exception as e:  # OutOfResources and any other compiler report: try the next, then fall back
             ok, reason = False, f"{type(e).__name__}: {str(e)[:200]}"
         if ok:
@@ -222,13 +366,15 @@ def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
 def choose(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, interpreted: bool,
            unsupported: str | None = None, lengths: bool = False) -> tuple[P.Plan | None, str]:
     """(plan, "") where the engine runs this layer, else (None, why not). Runs on every layer call:
-    after the first call for a shape it is two environment reads and one dict lookup. With `lengths`
-    the kernels built for per-row lengths are the ones that must fit (a choice of their own)."""
+    after the first call for a shape it is two environment reads and two dict lookups (and a query of
+    the events of the shape's earlier launches: see `_check_earlier_launches`, which may raise). With
+    `lengths` the kernels built for per-row lengths are the ones that must fit (a choice of their own)."""
+    _check_earlier_launches((cell, B, H, dtype, device))
     if not P.engine_enabled():
         return None, "LIGHTNING_RNN_PERSISTENT=0"
     if unsupported:
         return None, unsupported
-    key = (cell, B, H, dtype, device, P.variant_name(), interpreted, lengths)
+    key = (cell, B, H, dtype, device, P.variant_name(), dot_precision(dtype), interpreted, lengths)
     choice = _chosen.get(key)
     if choice is None:
         if interpreted:
@@ -236,17 +382,18 @@ def choose(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, 
         elif device.type != "cuda":
             choice = None, f"no persistent engine for device {device.type}"
         else:
-            choice = _gpu_choice(cell, B, H, dtype, device, key[5], lengths)
+            choice = _gpu_choice(cell, B, H, dtype, device, key[5], key[6], lengths)
         _chosen[key] = choice
     return choice
 
 
 def mark_failed(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device, error: BaseException) -> str:
     """A launch of the engine failed: run the per-step kernels for this shape from now on."""
-    reason = f"the engine's launch failed ({type(error).__name__}: {str(error)[:200]})"
-    for interpreted in (False, True):
-        for lengths in (False, True):
-            _chosen[(cell, B, H, dtype, device, P.variant_name(), interpreted, lengths)] = None, reason
+    reason = f"the engine's launch failed ({type(error).__name__}: {str(error)[:400]})"
+    for precision in ("ieee", "tf32"):
+        for interpreted in (False, True):
+            for lengths in (False, True):
+                _chosen[(cell, B, H, dtype, device, P.variant_name(), precision, interpreted, lengths)] = None, reason
     return reason
 
 
@@ -273,34 +420,36 @@ def fall_back(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.devic
 # --- kernels.resources ----------------------------------------------------------------------------------
 
 
-def _signature(kernel, dtype: str, exchange: str) -> tuple:
+_TRITON_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.int32: "*i32"}
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _signature(launch: Launch) -> tuple:
+    """(argument, Triton type) in the kernel's order, constexprs as "constexpr" (kernels.resources)."""
     import inspect
 
-    types = {"w_ptr": f"*{dtype}", "hs_ptr": f"*{exchange}", "sync_ptr": "*i32", "len_ptr": "*i32"}
-    return tuple((n, "constexpr" if "constexpr" in str(prm.annotation) else types.get(n, "*fp32")
-                  if n.endswith("_ptr") else "i32")
-                 for n, prm in inspect.signature(kernel.fn).parameters.items())
+    return tuple((n, "constexpr" if n not in launch.args else _TRITON_TYPES.get(launch.args[n], "i32"))
+                 for n in inspect.signature(launch.kernel.fn).parameters)
 
 
 def resource_configs(cell_name: str, B: int, H: int, dtype: str, sms: int, variant: str = P.DEFAULT_VARIANT) -> list:
     """The engine launches for `kernels.resources`: every GPU plan the dispatcher would try, in its order,
-    as one group of candidates (resources compiles them in turn until one fits, as `choose` does)."""
+    as one group of candidates (resources compiles them in turn until one fits, as `choose` does), each
+    with every kernel it launches (`launches`) and the integer arguments Triton specializes on."""
     from kernels.resources import LaunchConfig
 
-    cell = P.CELLS[cell_name]
-    w_bytes = {"fp32": 4, "fp16": 2, "bf16": 2}[dtype]
-    exchange = dtype if P.VARIANTS[variant].h16 and dtype != "fp32" else "fp32"
+    cell, torch_dtype = P.CELLS[cell_name], _TORCH_DTYPES[dtype]
     configs = []
     # With per-row lengths (HAS_LENGTHS) the kernels are other builds, chosen apart (`choose`): a group of their own.
     for lengths, suffix in ((False, ""), (True, ".lengths")):
-        for i, p in enumerate(P.gpu_plans(cell, B, H, w_bytes, sms, variant)):
+        for i, p in enumerate(P.gpu_plans(cell, B, H, torch_dtype.itemsize, sms, variant)):
             common = dict(family=cell_name.split("_")[0], B=B, H=H, dtype=dtype, num_warps=p.num_warps, num_stages=1,
                           programs=p.programs, persistent=True, candidate=i, maxnreg=p.maxnreg,
                           group=f"{cell_name}.engine{suffix} B{B} H{H} {dtype} {variant}")
-            for name, kernel, consts in (
-                    ("forward", persistent_forward_kernel, _forward_constexprs(p, True, "ieee", lengths)),
-                    ("backward", persistent_backward_kernel, _backward_constexprs(p, "ieee", lengths))):
+            for launch in launches(p, B, H, torch_dtype, "ieee", lengths):
+                kernel = launch.kernel
                 configs.append(LaunchConfig(
-                    kernel=f"{cell_name}.engine.{name}{suffix}", fn_path=f"{kernel.fn.__module__}:{kernel.fn.__name__}",
-                    signature=_signature(kernel, dtype, exchange), constexprs=tuple(consts.items()), **common))
+                    kernel=f"{cell_name}.engine.{launch.name}", fn_path=f"{kernel.fn.__module__}:{kernel.fn.__name__}",
+                    signature=_signature(launch), constexprs=tuple(launch.constexprs.items()),
+                    ints=tuple((n, v) for n, v in launch.args.items() if isinstance(v, int)), **common))
     return configs

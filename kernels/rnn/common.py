@@ -67,7 +67,8 @@ def step_grid(batch: int, hidden: int, blocks: tuple[int, int, int]) -> tuple[in
 
 def resource_config(family: str, name: str, kernel, B: int, H: int, dtype: str, constexprs: dict):
     """A `kernels.resources.LaunchConfig` for one step kernel launched at the GPU's tiles for (B, H):
-    w_hh in the weights' dtype ("fp32", "fp16", "bf16"), every other pointer fp32, sizes i32."""
+    w_hh in the weights' dtype ("fp32", "fp16", "bf16"), every other pointer fp32, sizes i32 (with
+    their values: Triton specializes on them)."""
     from kernels.resources import LaunchConfig
 
     fn = kernel.fn  # the Python function, under triton.jit or the interpreter alike
@@ -82,5 +83,6 @@ def resource_config(family: str, name: str, kernel, B: int, H: int, dtype: str, 
     return LaunchConfig(kernel=f"{family}.step.{name}", family=family, B=B, H=H, dtype=dtype,
                         fn_path=f"{fn.__module__}:{fn.__name__}", signature=signature,
                         constexprs=tuple({**constexprs, **tiles}.items()), num_warps=NUM_WARPS,
-                        programs=grid[0] * grid[1], persistent=False)
+                        programs=grid[0] * grid[1], persistent=False,
+                        ints=(("B", B), ("H", H), ("stride_w", H)))  # w_hh (G*H, H) is contiguous
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from kernels import paths
+from kernels.device import on_input_device
 from kernels.lengths import grad_in, valid_steps, zero_past
 from kernels.persistent import run as engine
 from kernels.persistent.engine import ELMAN_TANH
@@ -36,6 +37,7 @@ def resource_configs(B: int, H: int, dtype: str, sms: int) -> list:
 
 class _RNNLayerFunction(torch.autograd.Function):
     @staticmethod
+    @on_input_device
     def forward(ctx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Tensor | None,  # type: ignore[override]
                 nonlinearity: int, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         T, B, I = x.shape
@@ -76,6 +78,7 @@ class _RNNLayerFunction(torch.autograd.Function):
         return zero_past(hs[1:], lengths).to(x.dtype, copy=True), hs[T].to(x.dtype, copy=True)
 
     @staticmethod
+    @on_input_device
     def backward(ctx, dy: Tensor, dh_T: Tensor):  # type: ignore[override]
         x, w_ih, w_hh, hs, lengths = ctx.saved_tensors
         T, B, I = x.shape

@@ -265,17 +265,19 @@ def _barrier_fn(kind: int, programs: int, n_steps: int, device: torch.device) ->
     from kernels.persistent.engine import barrier_kernel
 
     p_pow2 = triton.next_power_of_2(programs)
-    sync = torch.zeros(max(32, p_pow2), dtype=torch.int32, device=device)
+    words = max(32, p_pow2)
+    sync = torch.zeros(words + engine.ERROR_WORDS, dtype=torch.int32, device=device)  # then the error word
     # As the engine launches: cooperative where this Triton can (a grid that cannot be resident is
-    # refused instead of hanging at the barrier).
-    cooperative = getattr(engine, "_cooperative_option", dict)
-    options = {"num_warps": 8, **cooperative()} if device.type == "cuda" else {}
+    # refused instead of waiting at the barrier until its polls run out).
+    options = {"num_warps": 8, **engine._cooperative_option()} if device.type == "cuda" else {}
 
     def fn() -> None:
         sync.zero_()
-        barrier_kernel[(programs,)](sync, n_steps, BARRIER=kind, P_POW2=p_pow2, **options)
+        barrier_kernel[(programs,)](sync, sync[words:], engine.MAX_POLLS, n_steps, BARRIER=kind, P_POW2=p_pow2,
+                                    **options)
 
     fn.sync = sync  # type: ignore[attr-defined]
+    fn.error = sync[words:words + 1]  # type: ignore[attr-defined]
     return fn
 
 
@@ -299,6 +301,9 @@ def measure_barrier(row: dict, opts: Options, device: torch.device) -> None:
         fn = _barrier_fn(row["barrier"], row["programs"], row["n_steps"], device)
         fn()
         sync = fn.sync.cpu()  # type: ignore[attr-defined]
+        if int(fn.error.item()):  # type: ignore[attr-defined]
+            raise RuntimeError(f"a program gave up at the barrier of step {int(fn.error.item()) - 1} "
+                               "(its polls ran out: the grid was not resident at once)")
         n = row["n_steps"]
         ok = (bool((sync[:row["programs"]] == n).all()) if row["barrier"] == 2
               else int(sync[0]) == n * row["programs"])
