@@ -449,16 +449,15 @@ def test_compile_fits_checks_every_kernel_the_shape_launches(cell, monkeypatch):
     from kernels.persistent import plan as P
     from kernels.persistent import run
 
-    compiled = []
+    compiled, inference_too_large = [], []
 
     def warmup(kernel):
         def compile_(*args, grid, **kwargs):
             compiled.append((kernel, args, kwargs))
-            regs = 300 if kernel == "forward" and not kwargs["SAVE"] and "broken" in compiled_mode else 100
+            regs = 300 if kernel == "forward" and not kwargs["SAVE"] and inference_too_large else 100
             return SimpleNamespace(n_regs=regs, n_spills=0, metadata=SimpleNamespace(shared=1024))
         return compile_
 
-    compiled_mode = []
     monkeypatch.setattr(E.persistent_forward_kernel, "warmup", warmup("forward"), raising=False)
     monkeypatch.setattr(E.persistent_backward_kernel, "warmup", warmup("backward"), raising=False)
     B, H = 16, 768
@@ -471,7 +470,7 @@ def test_compile_fits_checks_every_kernel_the_shape_launches(cell, monkeypatch):
     assert forwards == ([(True, B * H if cell == "lstm" else 0), (False, 0)] if lstm_or_gru else [(False, 0)])
     assert [k for k, _, _ in compiled].count("backward") == 1
     if lstm_or_gru:
-        compiled_mode.append("broken")
+        inference_too_large.append(True)
         ok, reason = run._compile_fits(p, B, H, torch.bfloat16, torch.device("cpu"), 132, "ieee")
         assert not ok and reason.startswith("forward.inference: 300 registers"), reason
 
