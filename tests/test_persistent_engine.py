@@ -709,3 +709,19 @@ def test_offsets_past_2_31_gpu():
     hs2, cs2, _ = run.forward(p, xg[T - 2:], hs[T - 2], cs[T - 2], w, None, True, interpreted=False)
     torch.testing.assert_close(hs2[1:].float(), hs[T - 1:].float(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cs2[1:], cs[T - 1:], atol=1e-5, rtol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_launch_that_gives_up_is_never_returned_gpu(cell, engine, monkeypatch):
+    """One poll per wait: programs give up wherever a partner is late. With LIGHTNING_RNN_ENGINE_CHECK=1
+    the error word is read before anything is returned: each layer call is right, from the engine or
+    from the per-step kernels it fell back to, and nothing is raised."""
+    from kernels.persistent import run
+
+    monkeypatch.setattr(run, "MAX_POLLS", 1)
+    monkeypatch.setattr(run, "mark_failed", run.mark_failed.original)
+    monkeypatch.setattr(run, "_unchecked", {})
+    monkeypatch.setenv("LIGHTNING_RNN_ENGINE_CHECK", "1")
+    check(cell, 16, 33, 8, 768, torch.float32)
