@@ -449,16 +449,15 @@ def test_compile_fits_checks_every_kernel_the_shape_launches(cell, monkeypatch):
     from kernels.persistent import plan as P
     from kernels.persistent import run
 
-    compiled = []
+    compiled, inference_too_large = [], []
 
     def warmup(kernel):
         def compile_(*args, grid, **kwargs):
             compiled.append((kernel, args, kwargs))
-            regs = 300 if kernel == "forward" and not kwargs["SAVE"] and "broken" in compiled_mode else 100
+            regs = 300 if kernel == "forward" and not kwargs["SAVE"] and inference_too_large else 100
             return SimpleNamespace(n_regs=regs, n_spills=0, metadata=SimpleNamespace(shared=1024))
         return compile_
 
-    compiled_mode = []
     monkeypatch.setattr(E.persistent_forward_kernel, "warmup", warmup("forward"), raising=False)
     monkeypatch.setattr(E.persistent_backward_kernel, "warmup", warmup("backward"), raising=False)
     B, H = 16, 768
@@ -471,7 +470,7 @@ def test_compile_fits_checks_every_kernel_the_shape_launches(cell, monkeypatch):
     assert forwards == ([(True, B * H if cell == "lstm" else 0), (False, 0)] if lstm_or_gru else [(False, 0)])
     assert [k for k, _, _ in compiled].count("backward") == 1
     if lstm_or_gru:
-        compiled_mode.append("broken")
+        inference_too_large.append(True)
         ok, reason = run._compile_fits(p, B, H, torch.bfloat16, torch.device("cpu"), 132, "ieee")
         assert not ok and reason.startswith("forward.inference: 300 registers"), reason
 
@@ -710,3 +709,19 @@ def test_offsets_past_2_31_gpu():
     hs2, cs2, _ = run.forward(p, xg[T - 2:], hs[T - 2], cs[T - 2], w, None, True, interpreted=False)
     torch.testing.assert_close(hs2[1:].float(), hs[T - 1:].float(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cs2[1:], cs[T - 1:], atol=1e-5, rtol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_launch_that_gives_up_is_never_returned_gpu(cell, engine, monkeypatch):
+    """One poll per wait: programs give up wherever a partner is late. With LIGHTNING_RNN_ENGINE_CHECK=1
+    the error word is read before anything is returned: each layer call is right, from the engine or
+    from the per-step kernels it fell back to, and nothing is raised."""
+    from kernels.persistent import run
+
+    monkeypatch.setattr(run, "MAX_POLLS", 1)
+    monkeypatch.setattr(run, "mark_failed", run.mark_failed.original)
+    monkeypatch.setattr(run, "_unchecked", {})
+    monkeypatch.setenv("LIGHTNING_RNN_ENGINE_CHECK", "1")
+    check(cell, 16, 33, 8, 768, torch.float32)
