@@ -479,6 +479,18 @@ def mark_failed(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
     return reason
 
 
+def fall_back_to_two_launches(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.device,
+                              error: Exception) -> None:
+    """A launch of both directions failed: log why once; this shape's bidirectional layers run their
+    directions as two launches from now on (the one-direction choice stands)."""
+    reason = f"2 directions as two launches: the joint launch failed ({type(error).__name__}: {str(error)[:400]})"
+    for precision in ("ieee", "tf32"):
+        for interpreted in (False, True):
+            for lengths in (False, True):
+                _chosen[(cell, B, H, dtype, device, P.variant_name(), precision, interpreted, lengths, 2)] = None, reason
+    log_once(f"persistent {_CELL_NAMES[cell]} B={B} H={H} {dtype}: {reason}")
+
+
 _CELL_NAMES = {P.LSTM: "LSTM", P.GRU: "GRU", P.ELMAN_TANH: "Elman RNN (tanh)", P.ELMAN_RELU: "Elman RNN (relu)"}
 
 
