@@ -168,3 +168,158 @@ def test_resource_configs_have_a_group_for_two_directions():
                                        "lstm.engine.forward.lengths.2dir"}
     assert all(c.programs <= H100.sms and ".2dir" in c.group for c in two)
     assert not {c.group for c in two} & {c.group for c in configs if not c.kernel.endswith(".2dir")}
+
+
+# --- the modules: bidirectional layers through lightning_rnn.nn (backend="triton") ------------------------
+
+from tests import test_packed_modules as packed_tests  # noqa: E402
+from tests.tolerance import assert_no_worse_than_torch, rounded_to  # noqa: E402
+
+ONE_LAUNCH = "2 directions, one launch"
+
+
+@pytest.fixture
+def poison_all(monkeypatch, one_torch_thread):
+    """Every buffer the kernels write NaN first (the joint path's too); a fresh choice of plans."""
+    from kernels import bidirectional
+    from kernels.lstm import function
+    from kernels.rnn import common
+
+    monkeypatch.setattr(function, "POISON_BUFFERS", True)
+    monkeypatch.setattr(common, "POISON_BUFFERS", True)
+    monkeypatch.setattr(bidirectional, "POISON_BUFFERS", True)
+    monkeypatch.setattr(run, "_chosen", {})
+    monkeypatch.setenv("LIGHTNING_RNN_PERSISTENT", "1")
+
+
+def _joint_records(family: str) -> list[dict]:
+    from kernels import paths
+
+    return [r for r in paths.snapshot() if r["cell"] == family and r["path"] == "persistent"]
+
+
+Config = packed_tests.Config
+MODULE_CONFIGS = [  # bidirectional, pairwise over cell, dtype, layers, batch_first, h0
+    Config("LSTM", (4, 1, 3), layers=2, bidirectional=True, batch_first=True),
+    Config("LSTM", (3, 3), bidirectional=True, init_state=False, dtype=torch.float16),
+    Config("GRU", (2, 5, 1, 5), bidirectional=True, dtype=torch.float16),
+    Config("GRU", (3, 1, 2), layers=2, bidirectional=True, batch_first=True, init_state=False),
+    Config("RNN-tanh", (6, 1, 4, 2), layers=2, bidirectional=True, H=17),
+    Config("RNN-relu", (4, 2, 1), bidirectional=True, batch_first=True, dtype=torch.float32),
+]
+
+
+@pytest.mark.parametrize("mode", ["packed", "lengths"])
+@pytest.mark.parametrize("cfg", MODULE_CONFIGS, ids=str)
+def test_modules_match_torch_with_lengths_in_one_launch(cfg, mode, poison_all):
+    """Packed input and `lengths=`: torch.nn's outputs, h_n (c_n) and every gradient (tests/test_packed_modules'
+    criterion), each bidirectional layer served by one engine launch for both directions."""
+    from kernels import paths
+
+    paths.reset()
+    packed_tests.check_packed_parity(cfg, mode)
+    family = {"LSTM": "lstm", "GRU": "gru"}.get(cfg.kind, "rnn")
+    records = _joint_records(family)
+    assert records and all(ONE_LAUNCH in r["detail"] and r["detail"].endswith(" lengths") for r in records), records
+
+
+def _dense_run(module, x, hx, upstream):
+    x = x.detach().clone().requires_grad_()
+    hx = tuple(h.detach().clone().requires_grad_() for h in hx) if hx is not None else None
+    module.zero_grad()
+    y, final = module(x, (hx if len(hx) == 2 else hx[0]) if hx is not None else None)
+    finals = list(final) if isinstance(final, tuple) else [final]
+    torch.autograd.backward([y, *finals], [g.to(y.dtype) for g in upstream[: 1 + len(finals)]])
+    named = {"input": x.grad} | ({f"hx[{i}]": h.grad for i, h in enumerate(hx)} if hx is not None else {})
+    named.update({f"grad {n}": p.grad for n, p in module.named_parameters()})
+    return [y, *finals], named
+
+
+@pytest.mark.parametrize("cfg", [
+    Config("LSTM", (5, 5, 5), layers=2, bidirectional=True),
+    Config("LSTM", (4, 4), bidirectional=True, batch_first=True, dtype=torch.float16),
+    Config("GRU", (6, 6, 6), bidirectional=True, batch_first=True, init_state=False),
+    Config("GRU", (3, 3), layers=2, bidirectional=True, dtype=torch.float16),
+    Config("RNN-tanh", (4, 4, 4), bidirectional=True, dtype=torch.float16),
+    Config("RNN-relu", (5, 5), layers=2, bidirectional=True, init_state=False),
+], ids=str)
+def test_modules_match_torch_without_lengths_in_one_launch(cfg, poison_all):
+    from kernels import paths
+
+    import copy
+
+    ours, theirs = packed_tests._modules(cfg)
+    exact = copy.deepcopy(theirs).double()
+    B, T, D = len(cfg.lengths), max(cfg.lengths), 2
+    shape = (B, T, cfg.I) if cfg.batch_first else (T, B, cfg.I)
+    x = torch.randn(shape)
+    n = 2 if cfg.kind == "LSTM" else 1
+    hx = tuple(torch.randn(D * cfg.layers, B, cfg.H) * 0.5 for _ in range(n)) if cfg.init_state else None
+    upstream = [torch.randn(shape[:2] + (D * cfg.H,))] + [torch.randn(D * cfg.layers, B, cfg.H) for _ in range(n)]
+    cast = (lambda t, dt: tuple(s.to(dt) for s in t) if t is not None else None)  # noqa: E731
+    paths.reset()
+    out_ours, g_ours = _dense_run(ours, x.to(cfg.dtype), cast(hx, cfg.dtype), upstream)
+    records = _joint_records({"LSTM": "lstm", "GRU": "gru"}.get(cfg.kind, "rnn"))
+    assert records and all(ONE_LAUNCH in r["detail"] for r in records), records
+    out_theirs, g_theirs = _dense_run(theirs, x.to(cfg.dtype), cast(hx, cfg.dtype), upstream)
+    out_exact, g_exact = _dense_run(exact, rounded_to(cfg.dtype, x),
+                                    tuple(rounded_to(cfg.dtype, h) for h in hx) if hx is not None else None,
+                                    [rounded_to(cfg.dtype, g) for g in upstream])
+    for name, a, b, r in zip(["output", "h_n", "c_n"], out_ours, out_theirs, out_exact):
+        assert_no_worse_than_torch(name, a, b, r)
+    assert g_ours.keys() == g_exact.keys()
+    for name in g_ours:
+        assert_no_worse_than_torch(name, g_ours[name], g_theirs[name], g_exact[name])
+
+
+@pytest.mark.parametrize("kind, lengths, H, sms", [
+    ("LSTM", (3, 1, 2), 40, 132), ("GRU", (2, 3), 70, 16), ("RNN-tanh", (3, 3, 1), 33, 8)])
+def test_modules_on_gpu_grids_one_step_per_launch(kind, lengths, H, sms, poison_all, monkeypatch):
+    """The plan a GPU with `sms` SMs runs both directions with (many programs per direction), in the
+    interpreter one step per launch."""
+    used = []
+
+    def gpu_plan(cell, B, H, variant):
+        p = run.two_direction_plans(cell, B, H, 2, sms, variant)[0]
+        used.append(p)
+        return p
+
+    monkeypatch.setattr(P, "interpreter_plan", gpu_plan)
+    monkeypatch.setattr(run, "STEPS_PER_LAUNCH", 1)
+    packed_tests.check_packed_parity(Config(kind, lengths, H=H, bidirectional=True), "lengths")
+    assert used and all(p.slices > 1 and 2 * p.programs <= sms for p in used)
+    assert _joint_records({"LSTM": "lstm", "GRU": "gru"}.get(kind, "rnn"))
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_modules_fall_back_to_two_launches_with_the_reason(kind, poison_all, monkeypatch):
+    """Where no plan for both directions fits the SMs (here a GPU of 4 SMs), each direction runs its own
+    launch as before; kernels.paths records why."""
+    from kernels import paths
+
+    original = run.choose
+
+    def choose(cell, B, H, dtype, device, interpreted, unsupported=None, lengths=False, directions=1):
+        if directions == 2:
+            return None, run._two_directions_do_not_fit(cell, B, H, 2, 1, P.DEFAULT_VARIANT)
+        return original(cell, B, H, dtype, device, interpreted, unsupported, lengths)
+
+    monkeypatch.setattr(run, "choose", choose)
+    paths.reset()
+    packed_tests.check_packed_parity(Config(kind, (3, 2), layers=2, bidirectional=True), "lengths")
+    family = kind.lower()
+    fallback = [r for r in paths.snapshot() if r["path"] == "two-launches"]
+    assert fallback and all(r["cell"] == family and "2 directions as two launches" in r["detail"]
+                            and "SMs" in r["detail"] for r in fallback), paths.snapshot()
+    engine = _joint_records(family)
+    assert engine and not any(ONE_LAUNCH in r["detail"] for r in engine), "each direction its own launch"
+
+
+def test_unidirectional_layers_do_not_take_the_joint_path(poison_all):
+    from kernels import paths
+    from lightning_rnn import nn as lrnn
+
+    paths.reset()
+    lrnn.GRU(3, 4, num_layers=2, backend="triton")(torch.randn(3, 2, 3))
+    records = _joint_records("gru")
+    assert records and not any(ONE_LAUNCH in r["detail"] for r in records)
