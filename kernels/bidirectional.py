@@ -9,8 +9,11 @@ as one batched GEMM for both directions, and the weight, input and state gradien
 
 `bidirectional_layer` is the entry point (lightning_rnn.nn's stacked loop calls it for a bidirectional
 layer on the Triton backend); it returns None where the two directions must run as two launches (no
-plan for both fits the SMs, the engine is off or does not serve the layer), with the reason recorded
-in kernels.paths: the caller then runs each direction's own layer as before.
+plan for both fits the SMs, the engine is off or does not serve the layer, under torch.compile), with
+the reason recorded in kernels.paths where there is one: the caller then runs each direction's own
+layer as before. A failure of the joint launch found in the forward falls back the same way (and
+sticks for the shape); one in the backward raises (the plans' builds were compiled and checked
+before the forward, so only a launch-time failure can get there).
 """
 from __future__ import annotations
 
@@ -165,6 +168,10 @@ def bidirectional_layer(cell_name: str, x: Tensor, x_reversed: Tensor, states: S
     """
     cell = P.CELLS[cell_name]
     family = _FAMILY[cell]
+    if torch.compiler.is_compiling():
+        # Not a custom op (as the LSTM's one-direction layer is): Dynamo cannot trace the launches, so a
+        # compiled graph runs each direction's own layer (two launches) and keeps fullgraph=True possible.
+        return None
     if len(weights[0]) > 4 and weights[0][4] is not None:
         return None  # proj_size: the engine does not serve it (each direction's layer says so)
     device_type = x.device.type
