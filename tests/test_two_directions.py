@@ -323,3 +323,33 @@ def test_unidirectional_layers_do_not_take_the_joint_path(poison_all):
     lrnn.GRU(3, 4, num_layers=2, backend="triton")(torch.randn(3, 2, 3))
     records = _joint_records("gru")
     assert records and not any(ONE_LAUNCH in r["detail"] for r in records)
+
+
+def test_a_failing_joint_launch_falls_back_to_two_launches(poison_all, monkeypatch, caplog):
+    """Whatever a joint launch reports in the forward: the directions run apart (the right results), the
+    reason is logged once and kept for the shape."""
+    from kernels import paths
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise run.EngineFailure("injected")
+
+    monkeypatch.setattr(run, "forward_two", broken)
+    for _ in range(2):
+        paths.reset()
+        packed_tests.check_packed_parity(Config("GRU", (3, 2), bidirectional=True), "lengths")
+        assert not any(ONE_LAUNCH in r["detail"] for r in paths.snapshot())
+    assert len(calls) == 1, "the failure sticks for the shape"
+    assert sum("2 directions as two launches" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_lstm_with_proj_size_runs_its_directions_apart(poison_all):
+    from kernels import paths
+    from lightning_rnn import nn as lrnn
+
+    paths.reset()
+    y, (h, c) = lrnn.LSTM(3, 6, proj_size=4, bidirectional=True, backend="triton")(torch.randn(3, 2, 3))
+    assert y.shape == (3, 2, 8) and h.shape == (2, 2, 4)
+    assert not any(ONE_LAUNCH in r["detail"] for r in paths.snapshot())
