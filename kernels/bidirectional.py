@@ -68,7 +68,8 @@ class _BidirectionalLayer(torch.autograd.Function):
         # All steps' input projections, both directions, one batched GEMM: the LSTM's in the compute dtype
         # (fp32 accumulation inside), the GRU's and Elman's in fp32 (as their one-direction wrappers).
         if lstm:
-            xg = _bmm_t(x2, w_ih) if bias_x is None else torch.baddbmm(bias_x.to(dtype)[:, None], x2, w_ih.transpose(1, 2))
+            xg = _bmm_t(x2, w_ih) if bias_x is None else \
+                torch.baddbmm(bias_x.to(dtype)[:, None], x2, w_ih.transpose(1, 2))
         else:
             xg = _bmm_t(x2.float(), w_ih.float())
             if bias_x is not None:
@@ -112,7 +113,7 @@ class _BidirectionalLayer(torch.autograd.Function):
         grads: list[Tensor | None] = [None] * 10
         if lstm:  # the GEMMs in the compute dtype, as kernels.lstm.function.layer_backward
             d = dg.to(dtype).view(2, T * B, 4 * H)
-            dx_all, dw_hh_rows, d_bias = d, d, d.float()
+            dx_all = dw_hh_rows = d_bias = d  # (d_bias summed in fp32 below)
             dh0 = torch.bmm(d[:, :B], w_hh)
             w_ih_c, x_c, h_prev_c = w_ih, x2, h_prev.to(dtype)
         else:

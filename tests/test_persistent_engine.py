@@ -395,8 +395,8 @@ def _fake_gpu(monkeypatch, cooperative: bool = True) -> list:
     checked = []
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
     monkeypatch.setattr(run, "_cooperative_option", lambda: {"launch_cooperative_grid": True} if cooperative else {})
-    monkeypatch.setattr(run, "_compile_fits", lambda p, B, H, dtype, device, sms, precision, lengths=False: (
-        checked.append((p, precision)), (True, ""))[1])
+    monkeypatch.setattr(run, "_compile_fits", lambda p, B, H, dtype, device, sms, precision, lengths=False,
+                        directions=1: (checked.append((p, precision)), (True, ""))[1])
     monkeypatch.setattr(run, "_chosen", {})
     run._gpu_choice.cache_clear()
     return checked

@@ -67,8 +67,8 @@ def test_every_launch_the_dispatcher_makes_fits(target_rows):
 
 
 @requires_sm90_compiler
-@pytest.mark.parametrize("direction", ["forward", "backward", "forward.lengths", "backward.lengths",
-                                       "forward.2dir", "backward.2dir", "forward.lengths.2dir", "backward.lengths.2dir"])
+@pytest.mark.parametrize("direction", ["forward", "backward", "forward.lengths", "backward.lengths", "forward.2dir",
+                                       "backward.2dir", "forward.lengths.2dir", "backward.lengths.2dir"])
 def test_engine_fits_without_spills_at_target(target_rows, direction):
     """At the target points the engine runs with its weights resident (the first candidate) on most SMs,
     with per-row lengths (the builds with HAS_LENGTHS, chosen apart) as without, and both directions of a

@@ -353,3 +353,23 @@ def test_lstm_with_proj_size_runs_its_directions_apart(poison_all):
     y, (h, c) = lrnn.LSTM(3, 6, proj_size=4, bidirectional=True, backend="triton")(torch.randn(3, 2, 3))
     assert y.shape == (3, 2, 8) and h.shape == (2, 2, 4)
     assert not any(ONE_LAUNCH in r["detail"] for r in paths.snapshot())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN-tanh"])
+def test_target_shape_runs_both_directions_in_one_launch_gpu(kind, monkeypatch):
+    """At the target (B16 H768) a GPU runs both directions in one launch (every launch checked at once)
+    and gives torch.nn's results, to fp32 rounding."""
+    from kernels import paths
+
+    monkeypatch.setenv("LIGHTNING_RNN_ENGINE_CHECK", "1")
+    monkeypatch.setattr(run, "_chosen", {})
+    ours_cls, theirs_cls, extra = packed_tests.KINDS[kind]
+    theirs = theirs_cls(64, 768, bidirectional=True, **extra).cuda()
+    ours = ours_cls(64, 768, bidirectional=True, backend="triton", **extra).cuda()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(32, 16, 64, device="cuda")
+    paths.reset()
+    y = ours(x)[0]
+    assert any(ONE_LAUNCH in r["detail"] for r in paths.snapshot()), paths.snapshot()
+    torch.testing.assert_close(y, theirs(x)[0], atol=1e-4, rtol=1e-4)

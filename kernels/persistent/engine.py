@@ -38,7 +38,7 @@ Two directions (TWO_DIRS, a bidirectional layer): the reverse direction is a for
 on inputs reversed within each row's length (kernels/lengths.py), so the two are independent problems
 of one shape with different weights. The grid gets a third axis of 2 (program_id(2) = direction): every
 per-direction buffer is stacked (2, ...) on the host and a program moves its pointers to its direction's
-half (`_dir_offsets`: sizes from `dir_steps`, the buffers' steps); each direction's batch tiles have their
+half (`_dir_offset`: sizes from `dir_steps`, the buffers' steps); each direction's batch tiles have their
 own barrier words (direction 1's after direction 0's), the error word after all. Without TWO_DIRS no
 offset is computed: the one-direction build is the same as before.
 
@@ -283,7 +283,7 @@ def _dir_offset(dir_steps, elements):
     return tl.program_id(2).to(tl.int64) * dir_steps * elements
 
 
-# --- forward ------------------------------------------------------------------------------------------------
+# --- forward --------------------------------------------------------------------------------------------
 
 
 @triton.jit(do_not_specialize=["n_steps", "max_polls", "t0", "dir_steps"])  # the step counts never change the build
@@ -474,7 +474,8 @@ def persistent_backward_kernel(
     pid_j = tl.program_id(0)
     n_programs = tl.num_programs(0)
     sync_ptr, error_ptr = _sync_words(sync_ptr, sync_stride, TWO_DIRS)
-    if TWO_DIRS:  # this direction's half of each stacked buffer, as in the forward
+    if TWO_DIRS:  # this direction's half of each stacked buffer, as in the forward (a pointer the cell leaves
+        #          unused is some stacked buffer of the host's: moved too, never read)
         dy_ptr += _dir_offset(dir_steps, B * H)
         dg_ptr += _dir_offset(dir_steps, B * NG * H)
         saved_ptr += _dir_offset(dir_steps, B * 4 * H)

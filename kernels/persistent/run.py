@@ -6,6 +6,10 @@ plan's kernels (no launch) and applies the rule of `kernels.resources`, trying t
 where one does not fit; whatever the compiler or a launch reports is a reason to fall back, never
 an error for the user (`mark_failed` makes the fallback stick for that shape).
 
+A bidirectional layer runs both directions in one launch where a plan for half the SMs fits
+(`choose(..., directions=2)`, `forward_two` / `backward_two`, kernels/bidirectional.py), else as two
+launches of the one-direction plan, the reason recorded (kernels.paths).
+
 No launch may hang. The engine runs only where Triton can launch a cooperative grid (all programs
 resident, or the launch is refused), and every barrier wait is bounded (`MAX_POLLS`): a program
 that gives up sets its launch's error word and leaves. The host reads that word where it costs no
@@ -247,7 +251,8 @@ def _backward(p: P.Plan, dy: Tensor, dstate: Tensor | None, hs: Tensor | None, c
     n = STEPS_PER_LAUNCH or T
     dir_steps = T if D == 2 else 0
     errors = [backward_launch(p, dy[:, t], dg[:, t], saved[:, t] if saved is not None else dy[:, t],
-                              hs[:, t + 1] if hs is not None else dy[:, t], cs[:, t + 1] if cs is not None else dy[:, t],
+                              hs[:, t + 1] if hs is not None else dy[:, t],
+                              cs[:, t + 1] if cs is not None else dy[:, t],
                               dstate, w_rows, shares, t, min(n, t + 1), interpreted, lengths, dir_steps)
               for t in range(T - 1, -1, -n)]
     _settle((p.cell, B, H, w_hh.dtype, dev), "backward", errors)
@@ -390,8 +395,8 @@ def _compile_fits(p: P.Plan, B: int, H: int, dtype: torch.dtype, device: torch.d
                                         **_options(p, False))
         if hasattr(compiled, "_init_handles"):
             compiled._init_handles()
-        ok, reason = fits(compiled.n_regs, compiled.metadata.shared, p.num_warps, directions * p.programs, persistent=True,
-                          sms=sms, spill_bytes=getattr(compiled, "n_spills", 0))
+        ok, reason = fits(compiled.n_regs, compiled.metadata.shared, p.num_warps, directions * p.programs,
+                          persistent=True, sms=sms, spill_bytes=getattr(compiled, "n_spills", 0))
         if not ok:
             return False, f"{launch.name}: {reason}"
     return True, ""
@@ -487,7 +492,8 @@ def fall_back_to_two_launches(cell: int, B: int, H: int, dtype: torch.dtype, dev
     for precision in ("ieee", "tf32"):
         for interpreted in (False, True):
             for lengths in (False, True):
-                _chosen[(cell, B, H, dtype, device, P.variant_name(), precision, interpreted, lengths, 2)] = None, reason
+                key = (cell, B, H, dtype, device, P.variant_name(), precision, interpreted, lengths, 2)
+                _chosen[key] = None, reason
     log_once(f"persistent {_CELL_NAMES[cell]} B={B} H={H} {dtype}: {reason}")
 
 
