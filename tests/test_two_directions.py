@@ -373,3 +373,46 @@ def test_target_shape_runs_both_directions_in_one_launch_gpu(kind, monkeypatch):
     y = ours(x)[0]
     assert any(ONE_LAUNCH in r["detail"] for r in paths.snapshot()), paths.snapshot()
     torch.testing.assert_close(y, theirs(x)[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind, lengths", [("LSTM", False), ("GRU", True), ("RNN-relu", False)])
+def test_checked_launches_are_the_joint_launches_that_run(kind, lengths, poison_all, monkeypatch):
+    """`run.launches(..., directions=2)` (what choose compiles, what kernels.resources measures) against every
+    launch of a bidirectional layer's training and inference calls: the same kernels, grid, pointer dtypes, integers (the
+    step counts aside) and constexprs."""
+    seen = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel, self.fn = kernel, kernel.fn
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((self, grid, args, kwargs))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    used = []
+    monkeypatch.setattr(P, "interpreter_plan", lambda cell, B, H, variant: used.append(
+        run.two_direction_plans(cell, B, H, 2, 132, variant)[0]) or used[-1])
+    monkeypatch.setattr(run, "STEPS_PER_LAUNCH", 1)
+    monkeypatch.setattr(run, "persistent_forward_kernel", Recorder(run.persistent_forward_kernel))
+    monkeypatch.setattr(run, "persistent_backward_kernel", Recorder(run.persistent_backward_kernel))
+    ours, _ = packed_tests._modules(Config(kind, (2, 2, 1), H=20, bidirectional=True))
+    x = torch.randn(2, 3, 3, requires_grad=True)
+    y = ours(x, lengths=torch.tensor([2, 2, 1]) if lengths else None)[0]
+    y.sum().backward()
+    with torch.no_grad():  # an inference call as well (the LSTM's and GRU's forward keeps nothing then)
+        ours(x, lengths=torch.tensor([2, 2, 1]) if lengths else None)
+    p = used[0]
+    checked = run.launches(p, 3, 20, torch.float32, "ieee", lengths, 2)
+    assert {k for k, _, _, _ in seen} == {x.kernel for x in checked}, "forward and backward"
+    assert all(grid == (p.slices, p.tiles, 2) for _, grid, _, _ in seen)
+    for kernel, _, args, kwargs in seen:
+        launch = next(x for x in checked if x.kernel is kernel and x.constexprs.get("SAVE") == kwargs.get("SAVE"))
+        assert {k: kwargs[k] for k in launch.constexprs} == launch.constexprs
+        for (name, want), got in zip(launch.args.items(), args, strict=True):
+            if isinstance(want, torch.dtype):
+                assert got.dtype == want, f"{launch.name} {name}: {got.dtype} launched, {want} checked"
+            elif name not in ("n_steps", "t_last", "t0", "dir_steps"):
+                assert got == want, f"{launch.name} {name}: {got} launched, {want} checked"
