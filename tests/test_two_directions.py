@@ -416,3 +416,10 @@ def test_checked_launches_are_the_joint_launches_that_run(kind, lengths, poison_
                 assert got.dtype == want, f"{launch.name} {name}: {got.dtype} launched, {want} checked"
             elif name not in ("n_steps", "t_last", "t0", "dir_steps"):
                 assert got == want, f"{launch.name} {name}: {got} launched, {want} checked"
+
+
+def test_two_direction_plans_that_do_not_compile_or_fit_say_why(gpu, monkeypatch):
+    monkeypatch.setattr(run, "_compile_fits", lambda *a, **k: (False, "backward.2dir: spills 8 B"))
+    p, reason = run.choose(P.LSTM, 16, 768, torch.bfloat16, torch.device("cuda"), interpreted=False, directions=2)
+    assert p is None and reason.startswith("2 directions as two launches: no plan for both fits: [") and \
+        "spills 8 B" in reason, reason

@@ -428,7 +428,7 @@ def _gpu_choice(cell: int, B: int, H: int, dtype: torch.dtype, device: torch.dev
         if ok:
             return p, ""
         reasons.append(f"[{p.describe()}] {reason}")
-    return None, "; ".join(reasons)
+    return None, ("2 directions as two launches: no plan for both fits: " if directions == 2 else "") + "; ".join(reasons)
 
 
 def two_direction_plans(cell: int, B: int, H: int, w_bytes: int, sms: int, variant: str) -> list[P.Plan]:
