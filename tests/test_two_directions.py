@@ -7,6 +7,12 @@ what a one-direction launch gives for it: same kernels' math, same plan, only th
 Buffers are NaN-poisoned, so an element the joint launch forgets (or writes into the other
 direction's half) shows. In the interpreter the GPU plans' grids (many programs, several batch tiles,
 the shares of dh) run one step per launch, as the other engine tests do.
+
+Then through lightning_rnn.nn (backend="triton"): bidirectional LSTM, GRU and Elman modules against
+torch.nn (tests/test_packed_modules' criterion: outputs, h_n, c_n, every gradient), with and without
+lengths, fp32 and fp16, batch_first, with and without h0, kernels.paths saying "2 directions, one
+launch"; the fallback to two launches (no plan for both fits the SMs, a failing joint launch) and its
+recorded reason; the builds that run against the ones `run.launches` checks.
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import torch
 
 from kernels.persistent import plan as P
 from kernels.persistent import run
+from tests import test_packed_modules as packed_tests
+from tests.tolerance import assert_no_worse_than_torch, rounded_to
 
 CELLS = {"lstm": P.LSTM, "gru": P.GRU, "rnn_tanh": P.ELMAN_TANH, "rnn_relu": P.ELMAN_RELU}
 
@@ -172,9 +180,6 @@ def test_resource_configs_have_a_group_for_two_directions():
 
 # --- the modules: bidirectional layers through lightning_rnn.nn (backend="triton") ------------------------
 
-from tests import test_packed_modules as packed_tests  # noqa: E402
-from tests.tolerance import assert_no_worse_than_torch, rounded_to  # noqa: E402
-
 ONE_LAUNCH = "2 directions, one launch"
 
 
@@ -244,9 +249,9 @@ def _dense_run(module, x, hx, upstream):
     Config("RNN-relu", (5, 5), layers=2, bidirectional=True, init_state=False),
 ], ids=str)
 def test_modules_match_torch_without_lengths_in_one_launch(cfg, poison_all):
-    from kernels import paths
-
     import copy
+
+    from kernels import paths
 
     ours, theirs = packed_tests._modules(cfg)
     exact = copy.deepcopy(theirs).double()
