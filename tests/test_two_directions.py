@@ -22,6 +22,7 @@ import torch
 from kernels.persistent import plan as P
 from kernels.persistent import run
 from tests import test_packed_modules as packed_tests
+from tests import test_persistent_engine as engine_tests
 from tests.tolerance import assert_no_worse_than_torch, rounded_to
 
 CELLS = {"lstm": P.LSTM, "gru": P.GRU, "rnn_tanh": P.ELMAN_TANH, "rnn_relu": P.ELMAN_RELU}
@@ -383,26 +384,13 @@ def test_target_shape_runs_both_directions_in_one_launch_gpu(kind, monkeypatch):
 @pytest.mark.parametrize("kind, lengths", [("LSTM", False), ("GRU", True), ("RNN-relu", False)])
 def test_checked_launches_are_the_joint_launches_that_run(kind, lengths, poison_all, monkeypatch):
     """`run.launches(..., directions=2)` (what choose compiles, what kernels.resources measures) against every
-    launch of a bidirectional layer's training and inference calls: the same kernels, grid, pointer dtypes, integers (the
-    step counts aside) and constexprs."""
-    seen = []
-
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel, self.fn = kernel, kernel.fn
-
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                seen.append((self, grid, args, kwargs))
-                return self.kernel[grid](*args, **kwargs)
-            return launch
-
+    launch of a bidirectional layer's training and inference calls: the same kernels, grid, pointer dtypes,
+    integers (the step counts aside) and constexprs."""
     used = []
     monkeypatch.setattr(P, "interpreter_plan", lambda cell, B, H, variant: used.append(
         run.two_direction_plans(cell, B, H, 2, 132, variant)[0]) or used[-1])
     monkeypatch.setattr(run, "STEPS_PER_LAUNCH", 1)
-    monkeypatch.setattr(run, "persistent_forward_kernel", Recorder(run.persistent_forward_kernel))
-    monkeypatch.setattr(run, "persistent_backward_kernel", Recorder(run.persistent_backward_kernel))
+    seen = engine_tests.record_launches(monkeypatch)
     ours, _ = packed_tests._modules(Config(kind, (2, 2, 1), H=20, bidirectional=True))
     x = torch.randn(2, 3, 3, requires_grad=True)
     y = ours(x, lengths=torch.tensor([2, 2, 1]) if lengths else None)[0]
@@ -413,18 +401,4 @@ def test_checked_launches_are_the_joint_launches_that_run(kind, lengths, poison_
     checked = run.launches(p, 3, 20, torch.float32, "ieee", lengths, 2)
     assert {k for k, _, _, _ in seen} == {x.kernel for x in checked}, "forward and backward"
     assert all(grid == (p.slices, p.tiles, 2) for _, grid, _, _ in seen)
-    for kernel, _, args, kwargs in seen:
-        launch = next(x for x in checked if x.kernel is kernel and x.constexprs.get("SAVE") == kwargs.get("SAVE"))
-        assert {k: kwargs[k] for k in launch.constexprs} == launch.constexprs
-        for (name, want), got in zip(launch.args.items(), args, strict=True):
-            if isinstance(want, torch.dtype):
-                assert got.dtype == want, f"{launch.name} {name}: {got.dtype} launched, {want} checked"
-            elif name not in ("n_steps", "t_last", "t0", "dir_steps"):
-                assert got == want, f"{launch.name} {name}: {got} launched, {want} checked"
-
-
-def test_two_direction_plans_that_do_not_compile_or_fit_say_why(gpu, monkeypatch):
-    monkeypatch.setattr(run, "_compile_fits", lambda *a, **k: (False, "backward.2dir: spills 8 B"))
-    p, reason = run.choose(P.LSTM, 16, 768, torch.bfloat16, torch.device("cuda"), interpreted=False, directions=2)
-    assert p is None and reason.startswith("2 directions as two launches: no plan for both fits: [") and \
-        "spills 8 B" in reason, reason
+    engine_tests.assert_launched_as_checked(seen, checked)
