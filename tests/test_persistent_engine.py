@@ -262,7 +262,7 @@ def test_a_plan_that_does_not_compile_or_fit_is_skipped_for_the_next(monkeypatch
     monkeypatch.setattr(run, "_cooperative_option", lambda: {"launch_cooperative_grid": True})
     tried = []
 
-    def compile_fits(p, B, H, dtype, device, sms, precision, lengths=False):
+    def compile_fits(p, B, H, dtype, device, sms, precision, lengths=False, directions=1):
         tried.append(p)
         if len(tried) == 1:
             raise OutOfResources(425984, 232448, "shared memory")
@@ -395,8 +395,8 @@ def _fake_gpu(monkeypatch, cooperative: bool = True) -> list:
     checked = []
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
     monkeypatch.setattr(run, "_cooperative_option", lambda: {"launch_cooperative_grid": True} if cooperative else {})
-    monkeypatch.setattr(run, "_compile_fits", lambda p, B, H, dtype, device, sms, precision, lengths=False: (
-        checked.append((p, precision)), (True, ""))[1])
+    monkeypatch.setattr(run, "_compile_fits", lambda p, B, H, dtype, device, sms, precision, lengths=False,
+                        directions=1: (checked.append((p, precision)), (True, ""))[1])
     monkeypatch.setattr(run, "_chosen", {})
     run._gpu_choice.cache_clear()
     return checked
@@ -485,21 +485,8 @@ def test_checked_launches_are_the_launches_that_run(cell, dtype, engine, monkeyp
 
     if cell == "rnn_relu" and dtype == torch.float16:
         pytest.skip(RELU_16_BIT)
-    seen = []
-
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel, self.fn = kernel, kernel.fn
-
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                seen.append((self, args, kwargs))
-                return self.kernel[grid](*args, **kwargs)
-            return launch
-
     plans = _gpu_grid(monkeypatch, 132)
-    monkeypatch.setattr(run, "persistent_forward_kernel", Recorder(run.persistent_forward_kernel))
-    monkeypatch.setattr(run, "persistent_backward_kernel", Recorder(run.persistent_backward_kernel))
+    seen = record_launches(monkeypatch)
     check(cell, 3, 2, 4, 20, dtype)
     layer = {"lstm": lstm_tests, "gru": gru_tests}.get(cell, rnn_tests)
     case = layer.Case(B=3, T=2, I=4, H=20, **({"nonlinearity": cell.split("_")[1]} if "rnn" in cell else {}))
@@ -508,14 +495,41 @@ def test_checked_launches_are_the_launches_that_run(cell, dtype, engine, monkeyp
     checked = run.launches(plans[0], 3, 20, dtype, "ieee")
     assert {launch.name for launch in checked} == (
         {"forward", "forward.inference", "backward"} if cell in ("lstm", "gru") else {"forward", "backward"})
-    assert seen
-    for kernel, args, kwargs in seen:
+    assert seen and all(grid == (plans[0].slices, plans[0].tiles, 1) for _, grid, _, _ in seen)
+    assert_launched_as_checked(seen, checked)
+
+
+def record_launches(monkeypatch) -> list:
+    """Record every launch of the engine's kernels from now on: (kernel, grid, args, kwargs)."""
+    from kernels.persistent import run
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel, self.fn = kernel, kernel.fn
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((self, grid, args, kwargs))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(run, "persistent_forward_kernel", Recorder(run.persistent_forward_kernel))
+    monkeypatch.setattr(run, "persistent_backward_kernel", Recorder(run.persistent_backward_kernel))
+    return seen
+
+
+def assert_launched_as_checked(seen: list, checked: list) -> None:
+    """Each recorded launch is one of `checked` (`run.launches`, made while recording): the same kernel,
+    pointer dtypes, integers (the step counts aside: no build depends on them) and constexprs."""
+    for kernel, _, args, kwargs in seen:
         launch = next(x for x in checked if x.kernel is kernel and x.constexprs.get("SAVE") == kwargs.get("SAVE"))
         assert {k: kwargs[k] for k in launch.constexprs} == launch.constexprs
         for (name, want), got in zip(launch.args.items(), args, strict=True):
             if isinstance(want, torch.dtype):
                 assert got.dtype == want, f"{launch.name} {name}: {got.dtype} launched, {want} checked"
-            elif name not in ("n_steps", "t_last", "t0"):
+            elif name not in ("n_steps", "t_last", "t0", "dir_steps"):
                 assert got == want, f"{launch.name} {name}: {got} launched, {want} checked"
 
 
@@ -587,7 +601,8 @@ def test_inference_keeps_no_history(cell, engine, monkeypatch):
 
     allocations = []
     original = run._new
-    monkeypatch.setattr(run, "_new", lambda poison, shape, dtype, device: (allocations.append(shape),
+    # (the engine's buffers are stacked over the directions: a leading axis of 1 here)
+    monkeypatch.setattr(run, "_new", lambda poison, shape, dtype, device: (allocations.append(shape[1:]),
                                                                             original(poison, shape, dtype, device))[1])
     T, B, I, H = 4, 3, 5, 6
     layer = {"lstm": lstm_tests, "gru": gru_tests}.get(cell, rnn_tests)

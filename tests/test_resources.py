@@ -67,10 +67,12 @@ def test_every_launch_the_dispatcher_makes_fits(target_rows):
 
 
 @requires_sm90_compiler
-@pytest.mark.parametrize("direction", ["forward", "backward", "forward.lengths", "backward.lengths"])
+@pytest.mark.parametrize("direction", ["forward", "backward", "forward.lengths", "backward.lengths", "forward.2dir",
+                                       "backward.2dir", "forward.lengths.2dir", "backward.lengths.2dir"])
 def test_engine_fits_without_spills_at_target(target_rows, direction):
     """At the target points the engine runs with its weights resident (the first candidate) on most SMs,
-    with per-row lengths (the builds with HAS_LENGTHS, chosen apart) as without."""
+    with per-row lengths (the builds with HAS_LENGTHS, chosen apart) as without, and both directions of a
+    bidirectional layer in one launch (TWO_DIRS: each on half the SMs; `programs` counts both)."""
     rows = [r for r in target_rows if r["kernel"] == f"lstm.engine.{direction}" and r["chosen"]]
     assert {(r["B"], r["H"], r["dtype"]) for r in rows} == set(TARGETS)
     for r in rows:
@@ -156,4 +158,4 @@ def test_engine_configs_name_every_integer_the_kernels_specialize_on():
         assert {n for n, ty in c.signature if ty == "i32"} <= set(ints), c.kernel
         assert ints["B"] == 1 and ints["H"] == 768
         if "forward" in c.kernel:  # the LSTM's training forward keeps every step's c; the inference forward, one
-            assert ints["c_stride"] == (768 if c.kernel in ("lstm.engine.forward", "lstm.engine.forward.lengths") else 0)
+            assert ints["c_stride"] == (0 if "inference" in c.kernel else 768), c.kernel

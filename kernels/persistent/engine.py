@@ -34,6 +34,14 @@ Lengths (HAS_LENGTHS, a per-row int32 tensor on the device): a row at a step pas
 backward gives such a step no gate gradient and passes dstate through. The host zeroes the outputs
 and dy there and adds dh_n at each row's last valid step (kernels/lengths.py).
 
+Two directions (TWO_DIRS, a bidirectional layer): the reverse direction is a forward-direction problem
+on inputs reversed within each row's length (kernels/lengths.py), so the two are independent problems
+of one shape with different weights. The grid gets a third axis of 2 (program_id(2) = direction): every
+per-direction buffer is stacked (2, ...) on the host and a program moves its pointers to its direction's
+half (`_dir_offset`: sizes from `dir_steps`, the buffers' steps); each direction's batch tiles have their
+own barrier words (direction 1's after direction 0's), the error word after all. Without TWO_DIRS no
+offset is computed: the one-direction build is the same as before.
+
 Every pointer is offset to the launch's first (backward: last) step on the host and moved one
 step per iteration, so no index is t * B * 4H (which passes 2^31 for long sequences).
 
@@ -256,10 +264,29 @@ def _frozen(h_new, valid, hs_ptr, bj, mask_bj):
     return tl.where(valid, h_new, h_prev)
 
 
+@triton.jit
+def _sync_words(sync_ptr, sync_stride, TWO_DIRS: tl.constexpr):
+    """(this batch tile's barrier words, the launch's error word): the tiles' words of direction 0, then
+    direction 1's (TWO_DIRS), then the error word."""
+    tiles = tl.num_programs(1)
+    if TWO_DIRS:
+        error_ptr = sync_ptr + 2 * tiles * sync_stride
+        return sync_ptr + (tl.program_id(2) * tiles + tl.program_id(1)) * sync_stride, error_ptr
+    else:
+        return sync_ptr + tl.program_id(1) * sync_stride, sync_ptr + tiles * sync_stride
+
+
+@triton.jit
+def _dir_offset(dir_steps, elements):
+    """Elements from direction 0's buffer to direction 1's (0 for direction 0), in int64: a direction's
+    buffer may pass 2^31 elements where no step does."""
+    return tl.program_id(2).to(tl.int64) * dir_steps * elements
+
+
 # --- forward --------------------------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=["n_steps", "max_polls", "t0"])  # the step counts never change the build
+@triton.jit(do_not_specialize=["n_steps", "max_polls", "t0", "dir_steps"])  # the step counts never change the build
 def persistent_forward_kernel(
     xg_ptr,  # (n_steps, B, X*H) any float dtype: x @ W_ih^T + biases (X = 4 LSTM, 3 GRU, 1 Elman)
     hs_ptr,  # (n_steps+1, B, H) exchange dtype: hs[0] = h before the first step, hs[t+1] = h_t
@@ -279,6 +306,7 @@ def persistent_forward_kernel(
     c_stride,  # B*H to keep every step's c (training), 0 to keep only the last
     len_ptr,  # (B,) int32 with HAS_LENGTHS: each row's length (steps t >= it keep the state); else unused
     t0,  # the time index of this launch's first step (compared with the lengths)
+    dir_steps,  # TWO_DIRS: the steps T of the stacked buffers (xg (2, T, ...), hs (2, T+1, ...)); else unused
     CELL: tl.constexpr,
     SAVE: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -295,13 +323,21 @@ def persistent_forward_kernel(
     PRECISION: tl.constexpr,
     KSPLIT: tl.constexpr = 1,  # > 1: the forward product over KSPLIT slabs of K at once (rank-3 dot)
     HAS_LENGTHS: tl.constexpr = False,
+    TWO_DIRS: tl.constexpr = False,  # grid (slices, tiles, 2): program_id(2) is the direction, buffers stacked
 ):
     NG: tl.constexpr = 1 if CELL >= 2 else 4
     N: tl.constexpr = NG * BLOCK_J
     pid_j = tl.program_id(0)
     n_programs = tl.num_programs(0)
-    error_ptr = sync_ptr + tl.num_programs(1) * sync_stride
-    sync_ptr += tl.program_id(1) * sync_stride
+    sync_ptr, error_ptr = _sync_words(sync_ptr, sync_stride, TWO_DIRS)
+    if TWO_DIRS:  # this direction's half of each stacked buffer (the lengths are the same for both)
+        xg_ptr += _dir_offset(dir_steps, B * _x_step(H, CELL))
+        hs_ptr += _dir_offset(dir_steps + 1, B * H)
+        state0_ptr += _dir_offset(1, B * H)
+        c_ptr += _dir_offset(dir_steps + 1 if c_stride != 0 else 1, B * H)
+        saved_ptr += _dir_offset(dir_steps, B * 4 * H)
+        w_ptr += _dir_offset(n_programs, N * K_TOTAL)
+        b_hn_ptr += _dir_offset(1, H)
     # This program's rows of W_hh, loaded once for all steps, in their own dtype.
     w_ptr += pid_j * N * K_TOTAL
     if STREAM_K == 0:
@@ -396,7 +432,7 @@ def _share_chunk(share_ptr, dg, w, offs_b, mask_b, H, k0, KC: tl.constexpr, SWAP
         tl.store(share_ptr + offs_b[:, None] * H + offs_k[None, :], share, mask=mask_b[:, None] & mask_k[None, :])
 
 
-@triton.jit(do_not_specialize=["t_last", "n_steps", "max_polls"])  # the step counts never change the build
+@triton.jit(do_not_specialize=["t_last", "n_steps", "max_polls", "dir_steps"])  # the step counts never change the build
 def persistent_backward_kernel(
     dy_ptr,  # (., B, H) fp32 at the LAST step of this launch: dL/dh_t from above (dh_T included)
     dg_ptr,  # (., B, G*H) fp32 out at the last step: LSTM d(i, f, g, o) pre-activation (G = 4);
@@ -416,6 +452,7 @@ def persistent_backward_kernel(
     H,
     K_TOTAL,
     len_ptr,  # (B,) int32 with HAS_LENGTHS: steps t >= a row's length get no gate gradient; else unused
+    dir_steps,  # TWO_DIRS: the steps T of the stacked buffers (dy (2, T, ...), hs (2, T+1, ...)); else unused
     CELL: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_J: tl.constexpr,
@@ -430,13 +467,23 @@ def persistent_backward_kernel(
     P_BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
     HAS_LENGTHS: tl.constexpr = False,
+    TWO_DIRS: tl.constexpr = False,  # as in the forward
 ):
     NG: tl.constexpr = 1 if CELL >= 2 else 4
     N: tl.constexpr = NG * BLOCK_J
     pid_j = tl.program_id(0)
     n_programs = tl.num_programs(0)
-    error_ptr = sync_ptr + tl.num_programs(1) * sync_stride
-    sync_ptr += tl.program_id(1) * sync_stride
+    sync_ptr, error_ptr = _sync_words(sync_ptr, sync_stride, TWO_DIRS)
+    if TWO_DIRS:  # this direction's half of each stacked buffer, as in the forward (a pointer the cell leaves
+        #          unused is some stacked buffer of the host's: moved too, never read)
+        dy_ptr += _dir_offset(dir_steps, B * H)
+        dg_ptr += _dir_offset(dir_steps, B * NG * H)
+        saved_ptr += _dir_offset(dir_steps, B * 4 * H)
+        hs_ptr += _dir_offset(dir_steps + 1, B * H)
+        c_ptr += _dir_offset(dir_steps + 1, B * H)
+        dstate_ptr += _dir_offset(1, B * H)
+        w_ptr += _dir_offset(n_programs, N * K_TOTAL)
+        share_ptr += _dir_offset(2 * n_programs, B * H)
     w_ptr += pid_j * N * K_TOTAL
     if STREAM_K == 0:
         w0, w1, w2, w3 = _resident_weights(w_ptr, K_TOTAL, K0, K1, K2, K3, N, SWAP, 1)

@@ -22,6 +22,10 @@ State = tuple[Tensor, ...]
 #: layer_fn(x (T, B, I), state, weights, lengths=None) -> (y (T, B, R), final state); with lengths
 #: ((B,) on x's device) as kernels.lengths says: zeros past them, each row's state at its last step.
 LayerFn = Callable[..., tuple[Tensor, State]]
+#: pair_fn(x, x_reversed, (state, state_reverse), (weights, weights_reverse), lengths) -> ((y, final),
+#: (y_reverse, final_reverse)) or None: both directions of one layer at once (the Triton engine's one
+#: launch, kernels.bidirectional), y_reverse in its own reversed time order; None: run them apart.
+PairFn = Callable[..., tuple[tuple[Tensor, State], tuple[Tensor, State]] | None]
 
 
 def _masked_loop(step: Callable[[Tensor, State], State], x: Tensor, state: State,
@@ -69,6 +73,7 @@ def stacked_rnn(
     dropout: float,
     training: bool,
     lengths: Tensor | None = None,
+    pair_fn: PairFn | None = None,
 ) -> tuple[Tensor, State]:
     """Run `layer_fn` over layers and directions like torch.nn's RNN modules do.
 
@@ -76,6 +81,7 @@ def stacked_rnn(
     The reverse direction reads the sequence backwards and its output is flipped back in time
     (with `lengths`, each row's own steps: reversed within its length, on the device).
     Dropout (if training) is applied to the outputs of every layer except the last.
+    `pair_fn` (bidirectional only): tried first for each layer's two directions together.
     Returns (y (T, B, D * R), final state with the same shapes as `state`).
     """
     num_directions = 2 if bidirectional else 1
@@ -87,10 +93,17 @@ def stacked_rnn(
     extra = {} if lengths is None else {"lengths": lengths}
     for layer in range(num_layers):
         outputs = []
+        inputs = [x, reverse(x)][:num_directions]
+        first = layer * num_directions
+        states = [tuple(s[first + d] for s in state) for d in range(num_directions)]
+        pair = None
+        if pair_fn is not None and num_directions == 2:
+            pair = pair_fn(x, inputs[1], states, weights[first:first + 2], lengths)
         for direction in range(num_directions):
-            idx = layer * num_directions + direction
-            inp = x if direction == 0 else reverse(x)
-            y, final = layer_fn(inp, tuple(s[idx] for s in state), weights[idx], **extra)
+            if pair is not None:
+                y, final = pair[direction]
+            else:
+                y, final = layer_fn(inputs[direction], states[direction], weights[first + direction], **extra)
             outputs.append(y if direction == 0 else reverse(y))
             finals.append(final)
         x = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
@@ -100,4 +113,4 @@ def stacked_rnn(
     return x, final_state
 
 
-__all__ = ["lstm_cell", "gru_cell", "rnn_cell", "stacked_rnn", "lstm_layer_loop", "single_state_layer_loop"]
+__all__ = ["PairFn", "lstm_cell", "gru_cell", "rnn_cell", "stacked_rnn", "lstm_layer_loop", "single_state_layer_loop"]

@@ -25,6 +25,7 @@ from . import autotune
 from .backend import Backend, BackendChoice, compute_dtype, cpu_autocast_dtype, run_fused_in_fp32
 from .functional import (
     LayerFn,
+    PairFn,
     State,
     gru_cell,
     lstm_layer_loop,
@@ -58,6 +59,13 @@ def _triton_rnn_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
 
     y, h = rnn_layer(x, state[0], *weights, nonlinearity=nonlinearity, lengths=lengths)
     return y, (h,)
+
+
+def _triton_bidirectional(cell_name: str, x: Tensor, x_reversed: Tensor, states: Sequence[State],
+                          weights: Sequence[Sequence[Tensor | None]], lengths: Tensor | None = None):
+    from kernels.bidirectional import bidirectional_layer  # imports triton: only when it is going to run
+
+    return bidirectional_layer(cell_name, x, x_reversed, states, weights, lengths)
 
 
 class _DropInRNNMixin(BackendChoice):
@@ -106,7 +114,8 @@ class _DropInRNNMixin(BackendChoice):
         raise NotImplementedError
 
     def _run_stacked(self, input: Tensor, states: Sequence[Tensor] | None, batched: bool,
-                     layer_fn: LayerFn, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+                     layer_fn: LayerFn, lengths: Tensor | None = None,
+                     pair_fn: PairFn | None = None) -> tuple[Tensor, State]:
         """Our own layer/direction loop (Triton kernel or PyTorch cell loop per layer)."""
         x = input if batched else input.unsqueeze(1)
         if self.batch_first and batched:
@@ -117,7 +126,7 @@ class _DropInRNNMixin(BackendChoice):
         elif not batched:
             states = tuple(s.unsqueeze(1) for s in states)
         y, final = stacked_rnn(x, tuple(states), self._layer_weights(), layer_fn, self.num_layers,
-                               self.bidirectional, float(self.dropout), self.training, lengths)
+                               self.bidirectional, float(self.dropout), self.training, lengths, pair_fn)
         if torch.is_autocast_enabled(x.device.type):  # return what torch.nn returns under autocast
             dtype = torch.get_autocast_dtype(x.device.type)
             y, final = y.to(dtype), tuple(s.to(dtype) for s in final)
@@ -130,6 +139,14 @@ class _DropInRNNMixin(BackendChoice):
     def _triton_layer(self) -> LayerFn:
         """The Triton layer function of this module's cell."""
         raise NotImplementedError
+
+    def _engine_cell(self) -> str:
+        """The engine's name of this module's cell (kernels.persistent.plan.CELLS)."""
+        return self._kernel_kind
+
+    def _triton_pair(self) -> PairFn:
+        """Both directions of a bidirectional layer in one engine launch (kernels.bidirectional)."""
+        return functools.partial(_triton_bidirectional, self._engine_cell())
 
     def _torch_forward_states(self, input: Tensor | PackedSequence,
                               states: tuple[Tensor, ...] | None) -> tuple[Tensor | PackedSequence, State]:
@@ -181,7 +198,8 @@ class _DropInRNNMixin(BackendChoice):
                 return torch_forward_with_lengths(torch_forward, input, states, lengths, self.batch_first)
             return torch_forward(input, states)
         layer_fn = self._triton_layer() if backend == "triton" else self._cell_loop()
-        y, final = self._run_stacked(input, states, batched, layer_fn, lengths)
+        pair_fn = self._triton_pair() if backend == "triton" else None
+        y, final = self._run_stacked(input, states, batched, layer_fn, lengths, pair_fn)
         return (pack_like(y, packed, self.batch_first) if packed is not None else y), final
 
     def _autotune_key(self) -> tuple:
@@ -223,7 +241,7 @@ class _DropInRNNMixin(BackendChoice):
         dropout, self.dropout = self.dropout, 0.0
         try:
             return autotune.choose(key, {
-                "triton": timed(lambda: self._run_stacked(x, states, batched, triton_layer)),
+                "triton": timed(lambda: self._run_stacked(x, states, batched, triton_layer, None, self._triton_pair())),
                 "torch": timed(lambda: torch_forward(x, states)),
             }, input.device, default="torch")
         finally:
@@ -397,6 +415,9 @@ class RNN(_SingleStateRNN, nn.RNN):
 
     def _triton_layer(self) -> LayerFn:
         return functools.partial(_triton_rnn_layer, nonlinearity=self.nonlinearity)
+
+    def _engine_cell(self) -> str:
+        return f"rnn_{self.nonlinearity}"
 
     def _fused_layer(self):
         return torch.rnn_tanh if self.nonlinearity == "tanh" else torch.rnn_relu
