@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import autotune
 from .backend import Backend, BackendChoice, compute_dtype, cpu_autocast_dtype, run_fused_in_fp32
+from .regularize import RegularizedRNNMixin
 from .functional import (
     LayerFn,
     State,
@@ -51,7 +52,7 @@ def _triton_rnn_layer(x: Tensor, state: State, weights: Sequence[Tensor | None],
     return y, (h,)
 
 
-class _DropInRNNMixin(BackendChoice):
+class _DropInRNNMixin(RegularizedRNNMixin, BackendChoice):
     """What LSTM, GRU and RNN share: checks, backend choice, the stacked loop for non-torch paths."""
 
     # Provided by torch.nn.RNNBase:
@@ -192,12 +193,16 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
     ) -> None:
         nn.LSTM.__init__(
             self, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
             dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype,
         )
         self._setup_backend(backend)
+        self._setup_regularizers(weight_drop, recurrent_dropout, zoneout)
 
     def _state_sizes(self) -> list[tuple[str, int]]:
         return [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
@@ -220,6 +225,8 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
             return self._torch_forward(input, hx)
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
+        if self._regularizing():  # weight_drop / recurrent_dropout / zoneout (lightning_rnn.nn.regularize)
+            return self._regularized_forward(input, hx, {"triton": _triton_lstm_layer, "reference": self._cell_loop()})
         batched = self._check_forward(input, hx)
         backend = self._choose_backend(input)
         if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
@@ -254,6 +261,8 @@ class _SingleStateRNN(_DropInRNNMixin):
         self, input: Tensor | PackedSequence, hx: Tensor | None = None
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         torch_forward = super().forward  # torch.nn.GRU / torch.nn.RNN, next in the MRO
+        if self._regularizing():  # weight_drop / recurrent_dropout / zoneout (lightning_rnn.nn.regularize)
+            return self._regularized_forward(input, hx, {"triton": self._triton_layer(), "reference": self._cell_loop()})
         if isinstance(input, PackedSequence):  # the kernels have no variable-length support yet
             self._choose_backend(input.data, unsupported="PackedSequence input")
             return torch_forward(input, hx)
@@ -292,12 +301,16 @@ class GRU(_SingleStateRNN, nn.GRU):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
     ) -> None:
         nn.GRU.__init__(
             self, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
             dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
         )
         self._setup_backend(backend)
+        self._setup_regularizers(weight_drop, recurrent_dropout, zoneout)
 
     _kernel_kind = "gru"
 
@@ -328,12 +341,16 @@ class RNN(_SingleStateRNN, nn.RNN):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
     ) -> None:
         nn.RNN.__init__(
             self, input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
             batch_first=batch_first, dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
         )
         self._setup_backend(backend)
+        self._setup_regularizers(weight_drop, recurrent_dropout, zoneout)
 
     def _cell_loop(self) -> LayerFn:
         return single_state_layer_loop(functools.partial(rnn_cell, nonlinearity=self.nonlinearity))
