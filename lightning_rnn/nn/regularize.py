@@ -203,6 +203,8 @@ class RegularizedRNNMixin:
         if isinstance(input, PackedSequence):
             raise NotImplementedError(f"{owner}: weight_drop, recurrent_dropout and zoneout do not support "
                                       "PackedSequence input yet")
+        if self._regularized_cell() == "lstm" and hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"{owner}: hx must be a tuple (h_0, c_0) of two tensors")
         states = None if hx is None else (tuple(hx) if self._regularized_cell() == "lstm" else (hx,))
         batched = self._check_forward(input, states)  # type: ignore[attr-defined]
         time_dim = 1 if (batched and self.batch_first) else 0  # type: ignore[attr-defined]

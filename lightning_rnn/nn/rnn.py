@@ -220,13 +220,13 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
     def forward(  # type: ignore[override]
         self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        if self._regularizing():  # weight_drop / recurrent_dropout / zoneout (lightning_rnn.nn.regularize)
+            return self._regularized_forward(input, hx, {"triton": _triton_lstm_layer, "reference": self._cell_loop()})
         if isinstance(input, PackedSequence):  # the kernel has no variable-length support yet
             self._choose_backend(input.data, unsupported="PackedSequence input")
             return self._torch_forward(input, hx)
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
-        if self._regularizing():  # weight_drop / recurrent_dropout / zoneout (lightning_rnn.nn.regularize)
-            return self._regularized_forward(input, hx, {"triton": _triton_lstm_layer, "reference": self._cell_loop()})
         batched = self._check_forward(input, hx)
         backend = self._choose_backend(input)
         if (backend == "triton" and self.backend == "auto" and not torch.compiler.is_compiling()
