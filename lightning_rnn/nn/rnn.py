@@ -169,7 +169,8 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
     """`torch.nn.LSTM` with a Triton kernel on CUDA and an automatic PyTorch fallback.
 
     Args are those of torch.nn.LSTM, plus `backend`: "auto" (Triton where it can run, else
-    PyTorch), "triton" (raise where it cannot run) or "torch".
+    PyTorch), "triton" (raise where it cannot run) or "torch"; and the regularisers `weight_drop`,
+    `recurrent_dropout`, `zoneout` (p or (p_h, p_c)), 0 by default (lightning_rnn.nn.regularize).
 
     Shapes (D = 2 if bidirectional else 1, R = proj_size or hidden_size):
         input (L, N, H_in), or (N, L, H_in) with batch_first, or (L, H_in) unbatched;
@@ -284,7 +285,8 @@ class _SingleStateRNN(_DropInRNNMixin):
 class GRU(_SingleStateRNN, nn.GRU):
     """`torch.nn.GRU` with a Triton kernel (kernels/gru) on CUDA and an automatic PyTorch fallback.
 
-    Args are those of torch.nn.GRU, plus `backend` ("auto", "triton", "torch"; see LSTM).
+    Args are those of torch.nn.GRU, plus `backend` ("auto", "triton", "torch"; see LSTM) and
+    `weight_drop`, `recurrent_dropout`, `zoneout` (see LSTM; zoneout one number).
     Shapes: input (L, N, H_in) [(N, L, H_in) with batch_first, (L, H_in) unbatched];
     hx (D*num_layers, N, hidden_size), optional; returns (output (L, N, D*hidden_size), h_n).
     """
@@ -324,7 +326,7 @@ class GRU(_SingleStateRNN, nn.GRU):
 
 class RNN(_SingleStateRNN, nn.RNN):
     """`torch.nn.RNN` (Elman, tanh or relu) with a Triton kernel (kernels/rnn) on CUDA and an
-    automatic PyTorch fallback; `backend` as for LSTM. Shapes as for GRU."""
+    automatic PyTorch fallback; `backend` and the regularisers as for GRU. Shapes as for GRU."""
 
     _kernel_kind = "rnn"
 
