@@ -203,3 +203,39 @@ def test_awd_model_trains_and_resumes_its_carried_per_layer_state(tmp_path):
     trainer(tmp_path, max_epochs=2).fit(model, datamodule=data)
     state = model._states["train"]
     assert isinstance(state, list) and len(state) == 3 and not state[0][0].requires_grad
+
+
+def test_weight_drop_and_recurrent_options_reach_the_single_module_stack():
+    model = LanguageModel(30, embedding_size=8, hidden_size=8, weight_drop=0.4, recurrent_dropout=0.1, zoneout=0.2)
+    assert model.layers is None
+    assert (model.rnn.weight_drop, model.rnn.recurrent_dropout, model.rnn.zoneout) == (0.4, 0.1, (0.2, 0.2))
+    logits, _ = model(torch.randint(0, 30, (2, 5)))
+    assert logits.shape == (2, 5, 30)
+
+
+def test_a_resumed_awd_run_with_nt_asgd_and_variable_bptt_matches_an_uninterrupted_one(tmp_path):
+    """Stop after 2 of 3 epochs, resume from last.ckpt: the same live weights, average and history, bit for bit."""
+    import lightning as L
+
+    def run(max_epochs: int, ckpt_path=None, checkpoint_dir=None) -> LanguageModel:
+        L.seed_everything(0)
+        data = char_data(tmp_path, bptt=9)
+        data.variable_bptt = True
+        model = LanguageModel(data.vocab_size, **{**AWD, "optimizer": "sgd", "lr": 40.0, "nt_asgd": True,
+                                                  "nonmono": 1})
+        callbacks = [L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True)] if checkpoint_dir else []
+        trainer(tmp_path, max_epochs=max_epochs, enable_checkpointing=bool(callbacks), callbacks=callbacks,
+                num_sanity_val_steps=0, val_check_interval=0.25).fit(model, data, ckpt_path=ckpt_path)
+        return model
+
+    straight = run(3)
+    run(2, checkpoint_dir=tmp_path / "ckpt")
+    resumed = run(3, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed._val_history == straight._val_history
+    assert resumed._average.active == straight._average.active
+    for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+    assert straight._average.active, f"averaging never started: {straight._val_history}"  # lr 40 stalls early (seed 0)
+    assert resumed._average.steps == straight._average.steps
+    for name, a in straight._average.average.items():
+        assert torch.equal(a, resumed._average.average[name]), name
