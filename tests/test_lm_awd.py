@@ -178,23 +178,28 @@ def test_variable_bptt_windows_cover_the_stream_with_the_fixed_count_and_depend_
     assert [x.shape[1] for x, _ in windows] == lengths[3:]
 
 
-def test_variable_bptt_scales_the_step_lr_by_window_length(tmp_path):
+def test_variable_bptt_scales_the_step_lr_by_window_length_and_keeps_the_schedule(tmp_path, monkeypatch):
+    import lightning_rnn.lm.model as lm_model
+
     data = char_data(tmp_path, bptt=7)
     data.variable_bptt = True
+    seen = []  # (window length, lr of the update, epoch) at each optimizer step
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            loss = super().step(closure)
+            seen.append((model._lr_scale * 7, self.param_groups[0]["lr"], model.current_epoch))
+            return loss
+
+    monkeypatch.setattr(lm_model, "build_optimizer", lambda params, name, lr, wd: RecordingSGD(params, lr=lr))
     model = LanguageModel(data.vocab_size, embedding_size=8, hidden_size=8, num_layers=1, optimizer="sgd", lr=1.0,
-                          backend="torch")
-    seen = []
-
-    original = model.training_step
-
-    def training_step(batch, batch_idx):
-        seen.append((batch[0].shape[1], model.trainer.optimizers[0].param_groups[0]["lr"]))
-        return original(batch, batch_idx)
-
-    model.training_step = training_step
-    trainer(tmp_path, max_epochs=1).fit(model, datamodule=data)
-    assert seen and all(math.isclose(lr, length / 7) for length, lr in seen)
-    assert model.trainer.optimizers[0].param_groups[0]["lr"] == 1.0  # restored after every step
+                          lr_schedule="step", lr_decay=0.5, decay_start_epoch=1, backend="torch")
+    trainer(tmp_path, max_epochs=3).fit(model, datamodule=data)
+    # each update: the schedule's lr (x0.5 per epoch) times length / bptt; the scaling never leaks into the schedule
+    assert {epoch for _, _, epoch in seen} == {0, 1, 2} and len({length for length, _, _ in seen}) > 1
+    for length, lr, epoch in seen:
+        assert math.isclose(lr, 0.5 ** epoch * length / 7, rel_tol=1e-12), (length, lr, epoch)
+    assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.5 ** 3)
 
 
 def test_awd_model_trains_and_resumes_its_carried_per_layer_state(tmp_path):

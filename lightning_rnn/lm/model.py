@@ -215,7 +215,7 @@ class LanguageModel(LightningModule):
         self._activation_penalty: torch.Tensor | float = 0.0  # AR/TAR of the current training step
         self._average = ParameterAverage()  # NT-ASGD
         self._val_history: list[float] = []
-        self._lr_before_scaling: list[float] | None = None  # variable BPTT
+        self._lr_scale: float | None = None  # variable BPTT: this step's window length / bptt
 
     # -- the network -----------------------------------------------------------
 
@@ -300,19 +300,24 @@ class LanguageModel(LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if not getattr(datamodule, "variable_bptt", False):
-            return
-        scale = batch[0].shape[1] / datamodule.bptt
-        optimizer = self.trainer.optimizers[0]
-        self._lr_before_scaling = [group["lr"] for group in optimizer.param_groups]
+        variable = getattr(datamodule, "variable_bptt", False)
+        self._lr_scale = batch[0].shape[1] / datamodule.bptt if variable else None
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The step's lr times its window length / bptt (variable BPTT), for this one update only:
+        restored right after it, before Lightning steps the lr schedulers."""
+        if self._lr_scale is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        before = [group["lr"] for group in optimizer.param_groups]
         for group in optimizer.param_groups:
-            group["lr"] = group["lr"] * scale
+            group["lr"] = group["lr"] * self._lr_scale
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        finally:
+            for group, lr in zip(optimizer.param_groups, before):
+                group["lr"] = lr
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self._lr_before_scaling is not None:
-            for group, lr in zip(self.trainer.optimizers[0].param_groups, self._lr_before_scaling):
-                group["lr"] = lr
-            self._lr_before_scaling = None
         if self._average.active:
             self._average.update(self)
 
