@@ -12,7 +12,7 @@ from lightning_rnn.data.batchify import StreamWindows
 from lightning_rnn.lm import LanguageModel
 from lightning_rnn.lm.asgd import ParameterAverage, stalled
 from lightning_rnn.nn import EmbeddingDropout, LockedDropout, embedding_dropout, locked_dropout
-from tests.test_lm_model import char_data, trainer
+from tests.test_lm_model import char_data, fit_seeded, trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -220,22 +220,15 @@ def test_weight_drop_and_recurrent_options_reach_the_single_module_stack():
 
 def test_a_resumed_awd_run_with_nt_asgd_and_variable_bptt_matches_an_uninterrupted_one(tmp_path):
     """Stop after 2 of 3 epochs, resume from last.ckpt: the same live weights, average and history, bit for bit."""
-    import lightning as L
-
-    def run(max_epochs: int, ckpt_path=None, checkpoint_dir=None) -> LanguageModel:
-        L.seed_everything(0)
+    def make():
         data = char_data(tmp_path, bptt=9)
         data.variable_bptt = True
-        model = LanguageModel(data.vocab_size, **{**AWD, "optimizer": "sgd", "lr": 40.0, "nt_asgd": True,
-                                                  "nonmono": 1})
-        callbacks = [L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True)] if checkpoint_dir else []
-        trainer(tmp_path, max_epochs=max_epochs, enable_checkpointing=bool(callbacks), callbacks=callbacks,
-                num_sanity_val_steps=0, val_check_interval=0.25).fit(model, data, ckpt_path=ckpt_path)
-        return model
+        model = LanguageModel(data.vocab_size, **{**AWD, "optimizer": "sgd", "lr": 40.0, "nt_asgd": True, "nonmono": 1})
+        return model, data
 
-    straight = run(3)
-    run(2, checkpoint_dir=tmp_path / "ckpt")
-    resumed = run(3, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    straight = fit_seeded(tmp_path, make, 3, val_check_interval=0.25)
+    fit_seeded(tmp_path, make, 2, checkpoint_dir=tmp_path / "ckpt", val_check_interval=0.25)
+    resumed = fit_seeded(tmp_path, make, 3, ckpt_path=tmp_path / "ckpt" / "last.ckpt", val_check_interval=0.25)
     assert resumed._val_history == straight._val_history
     assert resumed._average.active == straight._average.active
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):
