@@ -173,20 +173,26 @@ def test_checkpoint_with_another_vocabulary_is_refused(tmp_path):
         trainer(tmp_path).validate(tiny_model(data_b.vocab_size), data_b, ckpt_path=tmp_path / "a.ckpt")
 
 
+def fit_seeded(tmp_path: Path, make, max_epochs: int, ckpt_path=None, checkpoint_dir=None, **trainer_args) -> LanguageModel:
+    """Seed 0, then `make()` -> (model, datamodule) and fit for `max_epochs`, from `ckpt_path` if given,
+    keeping last.ckpt in `checkpoint_dir` if given."""
+    L.seed_everything(0)
+    model, datamodule = make()
+    callbacks = [L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True)] if checkpoint_dir else []
+    trainer(tmp_path, max_epochs=max_epochs, enable_checkpointing=bool(callbacks), callbacks=callbacks,
+            num_sanity_val_steps=0, **trainer_args).fit(model, datamodule, ckpt_path=ckpt_path)
+    return model
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     """Stop after epoch 1 of 2, resume from last.ckpt: the same weights (bit for bit) and lr as never stopping."""
-    def run(max_epochs: int, ckpt_path=None, checkpoint_dir=None) -> LanguageModel:
-        L.seed_everything(0)
+    def make():
         datamodule = char_data(tmp_path, bptt=20)
-        model = tiny_model(datamodule.vocab_size, optimizer="sgd", lr=0.5, lr_schedule="step", lr_decay=0.5)
-        callbacks = [L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True)] if checkpoint_dir else []
-        trainer(tmp_path, max_epochs=max_epochs, enable_checkpointing=bool(callbacks), callbacks=callbacks,
-                limit_val_batches=2, num_sanity_val_steps=0).fit(model, datamodule, ckpt_path=ckpt_path)
-        return model
+        return tiny_model(datamodule.vocab_size, optimizer="sgd", lr=0.5, lr_schedule="step", lr_decay=0.5), datamodule
 
-    straight = run(2)
-    run(1, checkpoint_dir=tmp_path / "ckpt")
-    resumed = run(2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    straight = fit_seeded(tmp_path, make, 2, limit_val_batches=2)
+    fit_seeded(tmp_path, make, 1, checkpoint_dir=tmp_path / "ckpt", limit_val_batches=2)
+    resumed = fit_seeded(tmp_path, make, 2, ckpt_path=tmp_path / "ckpt" / "last.ckpt", limit_val_batches=2)
     assert resumed.trainer.global_step == straight.trainer.global_step
     lr_after = [m.trainer.optimizers[0].param_groups[0]["lr"] for m in (straight, resumed)]
     assert lr_after[0] == lr_after[1] == pytest.approx(0.5 * 0.5**2)  # step decay restored too

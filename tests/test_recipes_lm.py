@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-LM_RECIPES = ["char_lm", "ptb_small", "ptb_medium", "ptb_large", "wikitext2_medium", "shakespeare_char"]
+LM_RECIPES = ["char_lm", "ptb_small", "ptb_medium", "ptb_large", "wikitext2_medium", "shakespeare_char", "ptb_awd", "ptb_awd_small"]
 DATA_FOLDER = {"ptb": "ptb", "wikitext2": "wikitext-2", "shakespeare": "tiny-shakespeare"}  # recipe prefix -> folder
 TINY = {"embedding_size": 16, "hidden_size": 16}
 

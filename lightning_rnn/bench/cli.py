@@ -8,6 +8,8 @@ for the LSTM (default), the GRU and the Elman RNN (--cell lstm,gru,rnn).
     python -m lightning_rnn.bench --preset target --cell gru,rnn   # the GRU and Elman kernels vs cuDNN
     python -m lightning_rnn.bench --preset variants --out DIR      # every persistent-engine variant
                                                            # (lightning_rnn.bench.variants; --dry-run on a CPU)
+    python -m lightning_rnn.bench --preset awd --out DIR      # weight drop / recurrent dropout vs AWD's WeightDrop
+                                                           # (lightning_rnn.bench.regularized; --dry-run on a CPU)
     lightning-rnn bench ...                                # the same (lightning_rnn.cli dispatches here)
 
 Writes results.json, results.csv and plot.png to benchmarks/results/<name>/ (or --out) and
@@ -38,7 +40,7 @@ PRESETS: dict[str, dict] = {
 }
 #: Presets with a harness of their own: `--preset NAME` hands every other argument to that module's
 #: main(argv, program) (see its --help).
-DELEGATED_PRESETS: dict[str, str] = {"variants": "lightning_rnn.bench.variants"}
+DELEGATED_PRESETS: dict[str, str] = {"variants": "lightning_rnn.bench.variants", "awd": "lightning_rnn.bench.regularized"}
 DEFAULTS = {"cell": ["lstm"], "providers": ["triton", "fallback", "torch", "naive"], "modes": ["fwd", "fwdbwd"],
             "warmup": 25.0, "rep": 100.0}
 

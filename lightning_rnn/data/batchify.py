@@ -8,12 +8,18 @@ them in lock-step). Window ``k`` holds columns ``k * bptt .. (k + 1) * bptt`` of
 those streams; window ``k + 1`` continues exactly where window ``k`` stopped,
 which is what lets the model carry its hidden state across batches (truncated
 backpropagation through time).
+
+With ``variable_bptt`` (AWD-LSTM, Merity et al. 2017) the windows of an epoch have random lengths
+around ``bptt``: each drawn as ``max(5, N(m, 5))`` with ``m = bptt`` with probability 0.95, else
+``bptt / 2``; there are as many windows as with fixed ``bptt``, and the drawn lengths are scaled
+to cover the stream exactly. The lengths are a function of ``(seed, epoch)``, so a resumed epoch
+cuts its windows where the interrupted one did.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset
@@ -52,7 +58,8 @@ class StreamWindows(IterableDataset):
     ``DataLoader(dataset, batch_size=None)``.
     """
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, tokens: torch.Tensor, batch_size: int, bptt: int, rank: int = 0, world_size: int = 1,
+                 variable_bptt: bool = False, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:
         if not isinstance(bptt, int) or bptt < 1:
             raise ValueError(f"bptt must be a positive integer, got {bptt!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -62,7 +69,22 @@ class StreamWindows(IterableDataset):
         streams = batchify(tokens, world_size * batch_size)
         self.streams = streams[rank * batch_size : (rank + 1) * batch_size]
         self.bptt = bptt
+        self.variable_bptt, self.seed, self.epoch = variable_bptt, seed, epoch
         self._skip = 0
+
+    def window_bounds(self) -> list[int]:
+        """Where this epoch's windows start, and where the last one ends (length - 1)."""
+        total = self.streams.shape[1] - 1
+        count = -(-total // self.bptt)
+        if not self.variable_bptt:
+            return [min(k * self.bptt, total) for k in range(count + 1)]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+        means = torch.where(torch.rand(count, generator=g) < 0.95, float(self.bptt), self.bptt / 2)
+        lengths = (means + 5.0 * torch.randn(count, generator=g, dtype=torch.float64)).floor().clamp(min=5)
+        ends = (lengths.cumsum(0) * (total / lengths.sum())).round().long().tolist()
+        bounds = [0] + [min(e, total) for e in ends]
+        bounds[-1] = total
+        return bounds
 
     def skip_once(self, windows: int) -> None:
         """Start the next pass at window ``windows`` (a resumed epoch); later passes start at 0."""
@@ -79,6 +101,7 @@ class StreamWindows(IterableDataset):
 
     def _windows(self, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         length = self.streams.shape[1]
-        for start in range(first * self.bptt, length - 1, self.bptt):
-            end = min(start + self.bptt, length - 1)
-            yield self.streams[:, start:end], self.streams[:, start + 1 : end + 1]
+        bounds = self.window_bounds()
+        for start, end in zip(bounds[first:-1], bounds[first + 1:]):
+            if end > start:
+                yield self.streams[:, start:end], self.streams[:, start + 1 : end + 1]

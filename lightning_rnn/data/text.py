@@ -57,6 +57,8 @@ class TextDataModule(ResumableData, LightningDataModule):
         bptt: window length in tokens (T).
         eval_batch_size: parallel streams per device for validation and test.
         where_to_get: a hint shown when a file is missing.
+        variable_bptt: training windows of random length around ``bptt`` (AWD-LSTM; see
+            ``batchify.StreamWindows``); the language model scales each step's lr by length / bptt.
 
     Batches are ``(inputs, targets)`` of shape ``[B, T]`` (token ids, int64).
     Under DDP with N ranks the split is cut into ``N * B`` streams and each rank
@@ -74,6 +76,7 @@ class TextDataModule(ResumableData, LightningDataModule):
         bptt: int = 35,
         eval_batch_size: int = 10,
         where_to_get: str = "",
+        variable_bptt: bool = False,
     ) -> None:
         super().__init__()
         if level not in ("word", "char"):
@@ -84,6 +87,7 @@ class TextDataModule(ResumableData, LightningDataModule):
         self.bptt = _positive_int("bptt", bptt)
         self.eval_batch_size = _positive_int("eval_batch_size", eval_batch_size)
         self.where_to_get = where_to_get
+        self.variable_bptt = bool(variable_bptt)
         self._texts: dict[str, str] | None = None
         self._vocab: Vocabulary | None = None
         self._tokens: dict[str, torch.Tensor] = {}
@@ -133,12 +137,17 @@ class TextDataModule(ResumableData, LightningDataModule):
 
     def _loader(self, split: str, batch_size: int) -> DataLoader:
         rank, world_size = self._rank_and_world()
-        windows = StreamWindows(self.tokens(split), batch_size, self.bptt, rank, world_size)
+        variable = split == "train" and self.variable_bptt
+        windows = StreamWindows(self.tokens(split), batch_size, self.bptt, rank, world_size, variable_bptt=variable,
+                                seed=self._shuffle_seed() if variable else 0, epoch=self._current_epoch)
         if split == "train":
             windows.skip_once(self.resume_batches())
         # batch_size=None: the dataset already yields whole [B, T] batches, in order
         loader_class = ResumableLoader if split == "train" else DataLoader
         return loader_class(windows, batch_size=None, generator=torch.Generator())
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size)

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import autotune
 from .backend import Backend, BackendChoice, compute_dtype, cpu_autocast_dtype, run_fused_in_fp32
+from .regularize import RegularizedRNNMixin
 from .functional import (
     LayerFn,
     PairFn,
@@ -68,7 +69,7 @@ def _triton_bidirectional(cell_name: str, x: Tensor, x_reversed: Tensor, states:
     return bidirectional_layer(cell_name, x, x_reversed, states, weights, lengths)
 
 
-class _DropInRNNMixin(BackendChoice):
+class _DropInRNNMixin(RegularizedRNNMixin, BackendChoice):
     """What LSTM, GRU and RNN share: checks, backend choice, the stacked loop for non-torch paths."""
 
     # Provided by torch.nn.RNNBase:
@@ -252,7 +253,8 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
     """`torch.nn.LSTM` with a Triton kernel on CUDA and an automatic PyTorch fallback.
 
     Args are those of torch.nn.LSTM, plus `backend`: "auto" (Triton where it can run, else
-    PyTorch), "triton" (raise where it cannot run) or "torch".
+    PyTorch), "triton" (raise where it cannot run) or "torch"; and the regularisers `weight_drop`,
+    `recurrent_dropout`, `zoneout` (p or (p_h, p_c)), 0 by default (lightning_rnn.nn.regularize).
 
     Shapes (D = 2 if bidirectional else 1, R = proj_size or hidden_size):
         input (L, N, H_in), or (N, L, H_in) with batch_first, or (L, H_in) unbatched;
@@ -276,12 +278,16 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
     ) -> None:
         nn.LSTM.__init__(
             self, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
             dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype,
         )
         self._setup_backend(backend)
+        self._setup_regularizers(weight_drop, recurrent_dropout, zoneout)
 
     def _state_sizes(self) -> list[tuple[str, int]]:
         return [("h_0", self.proj_size or self.hidden_size), ("c_0", self.hidden_size)]
@@ -301,6 +307,9 @@ class LSTM(_DropInRNNMixin, nn.LSTM):
         lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
         """torch.nn.LSTM's forward; `lengths` (our addition): per-row lengths of a padded input (see the module doc)."""
+        if self._regularizing():  # weight_drop / recurrent_dropout / zoneout (lightning_rnn.nn.regularize)
+            self._refuse_lengths(lengths)
+            return self._regularized_forward(input, hx, {"triton": _triton_lstm_layer, "reference": self._cell_loop()})
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of two tensors")
         y, (h, c) = self._forward_any(input, tuple(hx) if hx is not None else None, lengths)
@@ -336,6 +345,9 @@ class _SingleStateRNN(_DropInRNNMixin):
         lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         """torch.nn's forward; `lengths` (our addition): per-row lengths of a padded input (see the module doc)."""
+        if self._regularizing():  # weight_drop / recurrent_dropout / zoneout (lightning_rnn.nn.regularize)
+            self._refuse_lengths(lengths)
+            return self._regularized_forward(input, hx, {"triton": self._triton_layer(), "reference": self._cell_loop()})
         y, (h,) = self._forward_any(input, (hx,) if hx is not None else None, lengths)
         return y, h
 
@@ -347,7 +359,8 @@ class _SingleStateRNN(_DropInRNNMixin):
 class GRU(_SingleStateRNN, nn.GRU):
     """`torch.nn.GRU` with a Triton kernel (kernels/gru) on CUDA and an automatic PyTorch fallback.
 
-    Args are those of torch.nn.GRU, plus `backend` ("auto", "triton", "torch"; see LSTM).
+    Args are those of torch.nn.GRU, plus `backend` ("auto", "triton", "torch"; see LSTM) and
+    `weight_drop`, `recurrent_dropout`, `zoneout` (see LSTM; zoneout one number).
     Shapes: input (L, N, H_in) [(N, L, H_in) with batch_first, (L, H_in) unbatched];
     hx (D*num_layers, N, hidden_size), optional; returns (output (L, N, D*hidden_size), h_n).
     """
@@ -364,12 +377,16 @@ class GRU(_SingleStateRNN, nn.GRU):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
     ) -> None:
         nn.GRU.__init__(
             self, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=batch_first,
             dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
         )
         self._setup_backend(backend)
+        self._setup_regularizers(weight_drop, recurrent_dropout, zoneout)
 
     _kernel_kind = "gru"
 
@@ -386,7 +403,7 @@ class GRU(_SingleStateRNN, nn.GRU):
 
 class RNN(_SingleStateRNN, nn.RNN):
     """`torch.nn.RNN` (Elman, tanh or relu) with a Triton kernel (kernels/rnn) on CUDA and an
-    automatic PyTorch fallback; `backend` as for LSTM. Shapes as for GRU."""
+    automatic PyTorch fallback; `backend` and the regularisers as for GRU. Shapes as for GRU."""
 
     _kernel_kind = "rnn"
 
@@ -403,12 +420,16 @@ class RNN(_SingleStateRNN, nn.RNN):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: Backend = "auto",
+        weight_drop: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
     ) -> None:
         nn.RNN.__init__(
             self, input_size, hidden_size, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
             batch_first=batch_first, dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
         )
         self._setup_backend(backend)
+        self._setup_regularizers(weight_drop, recurrent_dropout, zoneout)
 
     def _cell_loop(self) -> LayerFn:
         return single_state_layer_loop(functools.partial(rnn_cell, nonlinearity=self.nonlinearity))

@@ -99,6 +99,9 @@ def capture(model: LanguageModel, text: str, max_tokens: int | None = None) -> A
     starting from a zero state. Tokens outside the vocabulary are read as ``<unk>``."""
     if model.vocab is None:
         raise ValueError("the model has no vocabulary: load it from a checkpoint written by lightning-rnn")
+    if getattr(model, "rnn", None) is None:
+        raise ValueError("visualize does not support a model with one module per layer (locked_dropout or "
+                         "tie_last_layer, e.g. the AWD recipes) yet")
     level = model.vocab.level
     tokens = tokenize(text, level)[:max_tokens]
     if not tokens:
